@@ -1,0 +1,122 @@
+package ccp
+
+import (
+	"errors"
+	"io"
+)
+
+const (
+	minReadBuf  = 4 << 10
+	keepReadBuf = 64 << 10
+)
+
+// Reader reads CCP-1 frames from a byte stream.
+//
+// ReadFrame returns a frame as soon as its last byte has been read, without
+// waiting for further input (§3.3 step 5). Buffer memory grows with the
+// bytes actually received, never ahead of them, so a peer that announces a
+// 16 MiB frame and sends nothing costs nothing.
+type Reader struct {
+	src  io.Reader
+	mode Mode
+	buf  []byte
+	r, w int // unread bytes are buf[r:w]
+	err  error
+}
+
+// NewReader returns a Reader that decodes src with the rules of mode.
+func NewReader(src io.Reader, mode Mode) *Reader {
+	return &Reader{src: src, mode: mode}
+}
+
+// SetMode changes the decoding rules for the following frames.
+func (r *Reader) SetMode(m Mode) { r.mode = m }
+
+// Buffered returns the bytes read from the source but not yet decoded.
+// They belong to the stream after the last frame returned, e.g. the first
+// v2 records that followed the client's final AUTH frame in one read.
+func (r *Reader) Buffered() []byte { return r.buf[r.r:r.w] }
+
+// ReadFrame returns the next frame. The payload stays valid until the next
+// call of ReadFrame.
+//
+// Errors:
+//   - a non-fatal *FrameError: the frame was skipped; call ReadFrame again;
+//   - a fatal *FrameError (Varint Overflow or Frame Too Large in the length
+//     prefix, Truncated Frame at the end of the stream): stop reading;
+//   - io.EOF: the stream ended at a frame boundary;
+//   - any other error from the source.
+func (r *Reader) ReadFrame() (Frame, error) {
+	if r.r == r.w && cap(r.buf) > keepReadBuf {
+		r.buf, r.r, r.w = nil, 0, 0 // drop the memory of a past large frame
+	}
+	for {
+		if r.r < r.w {
+			f, n, err := Decode(r.buf[r.r:r.w], r.mode)
+			if err == nil {
+				r.r += n
+				return f, nil
+			}
+			var fe *FrameError
+			if errors.As(err, &fe) {
+				if fe.Fatal {
+					r.err = fe
+				} else {
+					r.r += fe.Consumed
+				}
+				return Frame{}, fe
+			}
+		}
+		if r.err != nil {
+			return Frame{}, r.err
+		}
+		if err := r.fill(); err != nil {
+			if err == io.EOF {
+				if end := EndOfStream(r.buf[r.r:r.w]); end != nil {
+					err = end
+				}
+			}
+			r.err = err
+			return Frame{}, err
+		}
+	}
+}
+
+// fill reads at least one more byte into the buffer.
+func (r *Reader) fill() error {
+	if r.r == r.w {
+		r.r, r.w = 0, 0
+	}
+	if r.w == len(r.buf) {
+		pending := r.w - r.r
+		need := pending + 1
+		known := false
+		if fl, pl, err := PeekFrameLen(r.buf[r.r:r.w]); err == nil {
+			need, known = pl+fl, true
+		}
+		if r.r > 0 && need <= len(r.buf) {
+			copy(r.buf, r.buf[r.r:r.w])
+		} else {
+			// Double, but never beyond the announced frame.
+			size := max(2*len(r.buf), minReadBuf)
+			if known && size > need {
+				size = max(need, minReadBuf)
+			}
+			nb := make([]byte, size)
+			copy(nb, r.buf[r.r:r.w])
+			r.buf = nb
+		}
+		r.r, r.w = 0, pending
+	}
+	for range 100 {
+		n, err := r.src.Read(r.buf[r.w:])
+		r.w += n
+		if n > 0 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
+}
