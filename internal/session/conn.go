@@ -1,0 +1,446 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commucat/commucat/ccp"
+	"github.com/commucat/commucat/internal/noiseconn"
+	"github.com/commucat/commucat/internal/ratelimit"
+	"github.com/commucat/commucat/internal/router"
+	"github.com/commucat/commucat/internal/store"
+)
+
+const (
+	titleShutdown  = ccp.TitleServerShuttingDown
+	detailShutdown = "server shutting down"
+	// maxSkipped: a connection is closed once more than this many frames
+	// were skipped by §2.6 during its lifetime.
+	maxSkipped = 100
+	// maxTrackedChannels bounds the per-channel sequence state (§6.2) of one
+	// connection; beyond it the least recently used channel is forgotten.
+	maxTrackedChannels = 4096
+)
+
+// chanState is the inbound sequence state of one channel (§6.2).
+type chanState struct {
+	last  uint32
+	reply []byte // ACK payload sent for the frame at last, nil if none
+	used  uint64 // recency, for eviction
+}
+
+// conn is one established connection.
+type conn struct {
+	m    *Manager
+	t    Transport
+	meta Meta
+	log  *slog.Logger
+	ctx  context.Context
+	stop context.CancelFunc
+
+	device    store.Device
+	user      store.User
+	snapshot  noiseconn.UserSnapshot
+	sessionID string
+	version   int
+	accepted  []string
+	ackMode   bool
+	presence  bool // accepted presence.push
+	keyInfo   noiseconn.ServerKey
+
+	out        *outbound
+	sealer     *noiseconn.Sealer
+	seq        uint32 // last server sequence used (sender goroutine only)
+	senderDone chan struct{}
+
+	chans      map[uint32]*chanState
+	chanClock  uint64
+	skipped    int
+	limiter    *ratelimit.Single
+	lastMedia  time.Time
+	endMu      sync.Mutex
+	end        EndReason
+	endSet     bool
+	replaced   atomic.Bool
+	stateMu    sync.Mutex
+	presState  string
+	lastActive atomic.Int64
+
+	idle *idleReader
+
+	// handshake deadline state (§4.15)
+	hsMu      sync.Mutex
+	hsTimer   *time.Timer
+	hsSeq     uint32
+	hsDone    bool
+	hsExpired bool
+}
+
+func (c *conn) expired() bool {
+	c.hsMu.Lock()
+	defer c.hsMu.Unlock()
+	return c.hsExpired
+}
+
+// Serve runs one stream from the moment the response headers were sent
+// until it ends, and returns why it ended.
+func (m *Manager) Serve(ctx context.Context, t Transport, meta Meta) EndReason {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := &conn{m: m, t: t, meta: meta, ctx: ctx, stop: cancel, log: m.d.Logger.With("transport", t.Kind())}
+	start := m.d.Now()
+	reader, hs, reason, ok := c.handshake(start)
+	if !ok {
+		return reason
+	}
+	return c.run(reader, hs, start)
+}
+
+func (c *conn) setEnd(r EndReason) {
+	c.endMu.Lock()
+	if !c.endSet {
+		c.end, c.endSet = r, true
+	}
+	c.endMu.Unlock()
+}
+
+func (c *conn) endReason(def EndReason) EndReason {
+	c.endMu.Lock()
+	defer c.endMu.Unlock()
+	if c.endSet {
+		return c.end
+	}
+	return def
+}
+
+// writeDirect writes one plaintext frame (handshake phase only, before the
+// sender goroutine exists). It writes nothing once the handshake timed out.
+func (c *conn) writeDirect(t ccp.FrameType, ch, seq uint32, payload []byte) error {
+	b, err := ccp.AppendFrame(nil, ccp.Frame{Type: t, Channel: ch, Sequence: seq, Payload: payload})
+	if err != nil {
+		return err
+	}
+	c.hsMu.Lock()
+	defer c.hsMu.Unlock()
+	if c.hsExpired {
+		return errHandshakeExpired
+	}
+	return c.t.WriteChunks([][]byte{b})
+}
+
+var errHandshakeExpired = errors.New("session: handshake deadline passed")
+
+// startDeadline arms the handshake deadline (§4.15): when it passes before
+// finishHandshake, ERROR Handshake Timeout is written with the next server
+// sequence and the stream is aborted.
+func (c *conn) startDeadline(d time.Duration) {
+	c.hsTimer = time.AfterFunc(d, func() {
+		c.hsMu.Lock()
+		defer c.hsMu.Unlock()
+		if c.hsDone || c.hsExpired {
+			return
+		}
+		p := noiseconn.ErrTimeout.Problem()
+		if b, err := ccp.AppendFrame(nil, ccp.Frame{Type: ccp.Error, Sequence: c.hsSeq, Payload: p.JSON()}); err == nil {
+			_ = c.t.WriteChunks([][]byte{b})
+		}
+		c.hsExpired = true
+		c.log.Info("handshake timeout")
+		c.t.Abort(EndHandshake)
+	})
+}
+
+// finishHandshake disarms the deadline; false when it already passed.
+func (c *conn) finishHandshake() bool {
+	c.hsMu.Lock()
+	defer c.hsMu.Unlock()
+	c.hsTimer.Stop()
+	if c.hsExpired {
+		return false
+	}
+	c.hsDone = true
+	return true
+}
+
+// handshakeResult carries the state from the handshake into the session.
+type handshakeResult struct {
+	sess   *noiseconn.Session
+	sh     *noiseconn.ServerHandshake
+	commit *committed
+	rest   []byte
+}
+
+// handshake runs §4. On success it returns the frame reader positioned after
+// the client's AUTH.
+func (c *conn) handshake(start time.Time) (*ccp.Reader, *handshakeResult, EndReason, bool) {
+	m := c.m
+	c.hsSeq = 1 // sequence of the next server frame
+	c.startDeadline(m.cfg.HandshakeTimeout - m.d.Now().Sub(start))
+	defer c.hsTimer.Stop()
+	rd := ccp.NewReader(c.t, ccp.V1)
+	fail := func(herr *noiseconn.HandshakeError, reason EndReason) (*ccp.Reader, *handshakeResult, EndReason, bool) {
+		c.log.Info("handshake failed", "title", herr.Title, "detail", herr.Detail, "cause", herr.Cause)
+		p := herr.Problem()
+		if err := c.writeDirect(ccp.Error, 0, c.hsSeq, p.JSON()); errors.Is(err, errHandshakeExpired) {
+			reason = EndHandshake
+		}
+		return nil, nil, reason, false
+	}
+	read := func() (ccp.Frame, EndReason, bool) {
+		f, err := rd.ReadFrame()
+		if err == nil {
+			return f, 0, true
+		}
+		var fe *ccp.FrameError
+		switch {
+		case c.expired():
+			return f, EndHandshake, false
+		case errors.As(err, &fe):
+			p := fe.Problem()
+			if werr := c.writeDirect(ccp.Error, 0, c.hsSeq, p.JSON()); errors.Is(werr, errHandshakeExpired) {
+				return f, EndHandshake, false
+			}
+			c.log.Info("handshake decode error", "title", fe.Err.Title(), "detail", fe.Detail)
+			return f, EndDecode, false
+		case err == io.EOF:
+			return f, EndNormal, false
+		}
+		return f, EndTransport, false
+	}
+	if m.isDraining() {
+		return fail(noiseconn.ErrShuttingDown, EndShutdown)
+	}
+
+	f, reason, ok := read()
+	if !ok {
+		return nil, nil, reason, false
+	}
+	helloChannel := f.Channel
+	sh, herr := m.hs.ReadHello(f, m.d.Keys())
+	if herr != nil {
+		return fail(herr, EndHandshake)
+	}
+	c.log = c.log.With("device", sh.Hello.DeviceID)
+	sessionID, err := randomID(m.d.Rand)
+	if err != nil {
+		return fail(noiseconn.StorageFailure(err), EndInternal)
+	}
+	newUserID, err := randomID(m.d.Rand)
+	if err != nil {
+		return fail(noiseconn.StorageFailure(err), EndInternal)
+	}
+	now := m.d.Now()
+	dec, herr := decideAdmission(context.Background(), m.d.Store, m.pol, sh.Hello, newUserID, now)
+	if herr != nil {
+		return fail(herr, EndHandshake)
+	}
+	auth, err := sh.WriteAuth(noiseconn.AuthInfo{Session: sessionID, UserID: dec.user.ID, User: userSnapshot(dec.user)})
+	if err != nil {
+		return fail(noiseconn.StorageFailure(err), EndInternal)
+	}
+	if err := c.writeDirect(ccp.Auth, helloChannel, c.hsSeq, auth); err != nil {
+		if c.expired() {
+			return nil, nil, EndHandshake, false
+		}
+		return nil, nil, EndTransport, false
+	}
+	c.hsMu.Lock()
+	c.hsSeq = 2
+	c.hsMu.Unlock()
+	sentAuth := m.d.Now()
+
+	f, reason, ok = read()
+	if !ok {
+		return nil, nil, reason, false
+	}
+	if c.meta.HandshakeRTT != nil {
+		c.meta.HandshakeRTT(m.d.Now().Sub(sentAuth))
+	}
+	sess, herr := sh.ReadClientAuth(f)
+	if herr != nil {
+		return fail(herr, EndHandshake)
+	}
+	if m.isDraining() {
+		return fail(noiseconn.ErrShuttingDown, EndShutdown)
+	}
+
+	// Commit (§4.5): re-check the decision and persist, in one transaction.
+	now = m.d.Now()
+	var done *committed
+	var commitErr *noiseconn.HandshakeError
+	err = m.d.Store.Tx(context.Background(), func(q store.Queries) error {
+		again, herr := decideAdmission(context.Background(), q, m.pol, sh.Hello, newUserID, now)
+		if herr != nil {
+			commitErr = herr
+			return errors.New("admission re-check failed")
+		}
+		if again.user.ID != dec.user.ID {
+			commitErr = noiseconn.StorageFailure(errors.New("device owner changed during the handshake"))
+			return commitErr
+		}
+		row := store.Session{ID: sessionID, UserID: again.user.ID, DeviceID: sh.Hello.DeviceID, NodeID: m.cfg.NodeID, CreatedAt: now, LastActiveAt: now}
+		var err error
+		done, err = again.apply(context.Background(), q, m.pol, sh.Hello, m.d.CA, m.d.Rand, row, now)
+		return err
+	})
+	if commitErr != nil {
+		return fail(commitErr, EndHandshake)
+	}
+	if err != nil {
+		return fail(noiseconn.StorageFailure(err), EndInternal)
+	}
+	if !c.finishHandshake() {
+		return nil, nil, EndHandshake, false
+	}
+	c.sessionID = sessionID
+	return rd, &handshakeResult{sess: sess, sh: sh, commit: done, rest: rd.Buffered()}, 0, true
+}
+
+// run registers the connection, sends the ACK, and runs the session.
+func (c *conn) run(rd *ccp.Reader, hs *handshakeResult, start time.Time) EndReason {
+	m := c.m
+	c.device, c.user = hs.commit.device, hs.commit.user
+	c.snapshot = userSnapshot(c.user)
+	c.version = hs.sess.Version
+	c.accepted = hs.sess.Accepted
+	c.ackMode = noiseconn.HasCapability(c.accepted, noiseconn.CapAck)
+	c.presence = noiseconn.HasCapability(c.accepted, noiseconn.CapPresence)
+	c.keyInfo = hs.sh.Key
+	c.out = newOutbound()
+	c.chans = make(map[uint32]*chanState)
+	c.limiter = ratelimit.NewSingle(m.cfg.FrameLimit, m.d.Now)
+	c.senderDone = make(chan struct{})
+	c.seq = 2
+	c.log = c.log.With("session", c.sessionID[:16], "version", c.version)
+	c.lastActive.Store(m.d.Now().UnixMicro())
+
+	ack, err := c.handshakeAck(hs)
+	if err != nil {
+		c.log.Error("building the handshake ACK", "err", err)
+		p := noiseconn.StorageFailure(err).Problem()
+		_ = c.writeDirect(ccp.Error, 0, 2, p.JSON())
+		return EndInternal
+	}
+
+	m.mu.Lock()
+	m.conns[c] = struct{}{}
+	m.mu.Unlock()
+	if old := m.d.Registry.Register(c); old != nil {
+		old.Kick(router.KickReplaced)
+	}
+	c.setPresence(stateOnline)
+	if err := c.writeDirect(ccp.Ack, 0, 2, ack); err != nil {
+		c.cleanup()
+		return EndTransport
+	}
+	mt := m.d.Metrics
+	mt.SecurityNoise.Inc()
+	if hs.sess.PQ {
+		mt.SecurityPQ.Inc()
+	}
+	mt.ConnectionsActive.Inc()
+	mt.HandshakeDuration.WithLabelValues(hs.sh.Hello.Pattern).Observe(m.d.Now().Sub(start).Seconds())
+	c.recordHandshakeLedger(hs)
+	c.log.Info("connected", "pq", hs.sess.PQ, "accepted", c.accepted)
+
+	c.pushPresence(stateOnline)
+	c.queueSnapshot()
+
+	var in io.Reader = c.t
+	if c.version == noiseconn.Version2 && c.t.Kind() == "http1" && m.cfg.Keepalive > 0 {
+		// §3.6: a v2 stream over HTTP/1.1 ends after 3×K without a byte.
+		c.idle = &idleReader{t: c.t, d: 3 * m.cfg.Keepalive}
+		in = c.idle
+	}
+	if c.version == noiseconn.Version2 {
+		c.sealer = noiseconn.NewSealer(hs.sess.SendKey, hs.sess.SendCounter, m.cfg.Padding)
+		opener := noiseconn.NewOpener(hs.sess.RecvKey, hs.sess.RecvCounter)
+		rest := bytes.Clone(hs.rest)
+		in = noiseconn.NewRecordReader(io.MultiReader(bytes.NewReader(rest), in), opener)
+		rd = ccp.NewReader(in, ccp.V2)
+	}
+	go c.sendLoop()
+	reason := c.readLoop(rd)
+	c.out.close()
+	<-c.senderDone
+	c.cleanup()
+	return c.endReason(reason)
+}
+
+// Kick implements router.Peer.
+func (c *conn) Kick(r router.KickReason) {
+	switch r {
+	case router.KickReplaced:
+		c.replaced.Store(true)
+		c.kickWith(ccp.TitleReplaced, "device connected elsewhere", EndReplaced)
+	case router.KickRevoked:
+		c.kickWith(ccp.TitleDeviceRevoked, "device revoked", EndRevoked)
+	}
+}
+
+// kickWith sends an unsolicited ERROR (§6.4: channel 0, no frame_type or
+// sequence) and ends the connection once it is written.
+func (c *conn) kickWith(title, detail string, r EndReason) {
+	p := ccp.NewProblem(title, detail)
+	c.setEnd(r)
+	c.out.pushUrgent(outFrame{t: ccp.Error, ch: 0, payload: p.JSON(), closeAfter: true, reason: r})
+	// If the sender is stuck on a write, end the stream anyway.
+	time.AfterFunc(5*time.Second, func() { c.t.Abort(r) })
+}
+
+func (c *conn) DeviceID() string    { return c.device.ID }
+func (c *conn) SessionID() string   { return c.sessionID }
+func (c *conn) WantsPresence() bool { return c.presence }
+
+func (c *conn) DeliverLive(t ccp.FrameType, ch uint32, payload []byte) bool {
+	ok := c.out.pushLive(outFrame{t: t, ch: ch, payload: payload, accepted: c.m.d.Now()})
+	return ok
+}
+
+func (c *conn) DeliverInbox(entries []store.InboxEntry) { c.out.pushInbox(entries) }
+
+// cleanup runs §6.10.
+func (c *conn) cleanup() {
+	m := c.m
+	m.mu.Lock()
+	delete(m.conns, c)
+	m.mu.Unlock()
+	m.d.Metrics.ConnectionsActive.Dec()
+	now := m.d.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.d.Store.CloseSession(ctx, c.sessionID, now); err != nil {
+		c.log.Warn("recording session end", "err", err)
+	}
+	if c.replaced.Load() || !m.d.Registry.Unregister(c) {
+		c.log.Info("disconnected (replaced)")
+		return
+	}
+	c.setPresence(stateOffline)
+	c.pushPresence(stateOffline)
+	c.log.Info("disconnected", "reason", int(c.endReason(EndNormal)))
+}
+
+// idleReader sets a read deadline before every Read (§3.6 HTTP/1.1 v2
+// liveness) and remembers when one passed.
+type idleReader struct {
+	t       Transport
+	d       time.Duration
+	expired atomic.Bool
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	deadline := time.Now().Add(r.d)
+	_ = r.t.SetReadDeadline(deadline)
+	n, err := r.t.Read(p)
+	if err != nil && !time.Now().Before(deadline) {
+		r.expired.Store(true)
+	}
+	return n, err
+}

@@ -1,0 +1,540 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/commucat/commucat/ccp"
+	"github.com/commucat/commucat/internal/canonjson"
+	"github.com/commucat/commucat/internal/noiseconn"
+	"github.com/commucat/commucat/internal/store"
+)
+
+const detailReserved = "channel 0 is reserved"
+
+// maxGroupIDLen bounds a client-chosen group id (§6.6.2).
+const maxGroupIDLen = 128
+
+// dispatch runs the per-type rule of §6.6.2 and returns the ACK payload
+// (nil when the type gets no ACK) or the problem.
+func (c *conn) dispatch(f ccp.Frame, received time.Time) ([]byte, *protoErr) {
+	switch f.Type {
+	case ccp.Join:
+		return c.handleJoin(f)
+	case ccp.Leave:
+		return c.handleLeave(f)
+	case ccp.Msg, ccp.KeyUpdate:
+		return c.handleDurable(f, f.Payload, received)
+	case ccp.GroupEvent:
+		obj, e := objectPayload(f)
+		if e != nil {
+			return nil, e
+		}
+		payload, e := c.attributed(obj)
+		if e != nil {
+			return nil, e
+		}
+		return c.handleDurable(f, payload, received)
+	case ccp.Typing:
+		return c.handleTyping(f, received)
+	case ccp.Presence:
+		return nil, c.handlePresence(f)
+	case ccp.GroupCreate:
+		return c.handleGroupCreate(f, received)
+	case ccp.GroupInvite:
+		return c.handleGroupInvite(f, received)
+	case ccp.Ack:
+		return nil, c.handleClientAck(f)
+	case ccp.Error:
+		c.log.Info("client ERROR", "channel", f.Channel, "payload_len", len(f.Payload))
+		return nil, nil
+	case ccp.Hello, ccp.Auth:
+		return nil, perr(ccp.TitleUnexpectedFrame, "handshake already complete")
+	case ccp.CallOffer, ccp.CallAnswer, ccp.CallEnd, ccp.CallStats, ccp.VoiceFrame, ccp.VideoFrame:
+		return c.handleCall(f, received)
+	}
+	return nil, perr(ccp.TitleInvalidPayload, "unsupported frame type")
+}
+
+// ackPayload builds {"ack":seq} plus extra members (already canonical
+// key/value JSON fragments, in key order after "ack").
+func ackPayload(seq uint32, extra ...string) []byte {
+	b := strconv.AppendUint([]byte(`{"ack":`), uint64(seq), 10)
+	for _, e := range extra {
+		b = append(b, ',')
+		b = append(b, e...)
+	}
+	return append(b, '}')
+}
+
+func member(key, value string) string {
+	return string(canonjson.AppendString(append(canonjson.AppendString(nil, key), ':'), value))
+}
+
+// objectPayload parses a Control payload that must be a JSON object
+// without duplicate members (§1.2, §6.6.2).
+func objectPayload(f ccp.Frame) (canonjson.Value, *protoErr) {
+	v, err := canonjson.Parse(f.Payload)
+	if err != nil {
+		return v, perr(ccp.TitleInvalidPayload, "payload is not valid JSON: "+shortErr(err))
+	}
+	if v.Kind != canonjson.Object {
+		return v, perr(ccp.TitleInvalidPayload, "payload must be a JSON object")
+	}
+	return v, nil
+}
+
+func shortErr(err error) string {
+	if errors.Is(err, canonjson.ErrDuplicateKey) {
+		return "duplicate member name"
+	}
+	if errors.Is(err, canonjson.ErrTooDeep) {
+		return "nesting too deep"
+	}
+	return "syntax error"
+}
+
+// attributed sets `sender` to this device and re-serialises canonically
+// (§6.6.1).
+func (c *conn) attributed(obj canonjson.Value) ([]byte, *protoErr) {
+	obj.Set("sender", canonjson.StringValue(c.device.ID))
+	b := obj.Canonical()
+	if len(b) > ccp.MaxControlPayload {
+		return nil, perr(ccp.TitleControlTooLarge, "payload over 256 KiB after sender attribution")
+	}
+	return b, nil
+}
+
+// localMember resolves a member string: a local device id (x or
+// x@<own domain>) or a remote address (federation only).
+func (c *conn) localMember(s string) (string, bool, *protoErr) {
+	if dev, dom, ok := strings.Cut(s, "@"); ok {
+		if !noiseconn.ValidDeviceID(dev) || dom == "" {
+			return "", false, perr(ccp.TitleInvalidPayload, "invalid member "+strconv.Quote(s))
+		}
+		if dom == c.m.cfg.Domain {
+			return dev, true, nil
+		}
+		if !c.m.cfg.Federation {
+			return "", false, perr(ccp.TitleInvalidPayload, "federation disabled")
+		}
+		return s, false, nil
+	}
+	if !noiseconn.ValidDeviceID(s) {
+		return "", false, perr(ccp.TitleInvalidPayload, "invalid member "+strconv.Quote(s))
+	}
+	return s, true, nil
+}
+
+// stringList reads an optional array of strings.
+func stringList(obj canonjson.Value, key string) ([]string, *protoErr) {
+	v, ok := obj.Get(key)
+	if !ok || v.Kind == canonjson.Null {
+		return nil, nil
+	}
+	if v.Kind != canonjson.Array {
+		return nil, perr(ccp.TitleInvalidPayload, key+" must be an array of strings")
+	}
+	out := make([]string, 0, len(v.Arr))
+	for _, e := range v.Arr {
+		if e.Kind != canonjson.String {
+			return nil, perr(ccp.TitleInvalidPayload, key+" must be an array of strings")
+		}
+		out = append(out, e.Str)
+	}
+	return out, nil
+}
+
+func optString(obj canonjson.Value, key string) (string, bool, *protoErr) {
+	v, ok := obj.Get(key)
+	if !ok || v.Kind == canonjson.Null {
+		return "", false, nil
+	}
+	if v.Kind != canonjson.String {
+		return "", false, perr(ccp.TitleInvalidPayload, key+" must be a string")
+	}
+	return v.Str, true, nil
+}
+
+func optBool(obj canonjson.Value, key string) (bool, *protoErr) {
+	v, ok := obj.Get(key)
+	if !ok || v.Kind == canonjson.Null {
+		return false, nil
+	}
+	if v.Kind != canonjson.Bool {
+		return false, perr(ccp.TitleInvalidPayload, key+" must be a boolean")
+	}
+	return v.Bool, nil
+}
+
+// checkDevices verifies that every local device exists and is active.
+func checkDevices(ctx context.Context, q store.Queries, devs []string) *protoErr {
+	for _, d := range devs {
+		dev, err := q.GetDevice(ctx, d)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && dev.Status != store.DeviceActive) {
+			return perr(ccp.TitleNotFound, "unknown device "+d)
+		}
+		if err != nil {
+			return errInternal
+		}
+	}
+	return nil
+}
+
+// txErr carries a protocol error out of a store transaction.
+type txErr struct{ e *protoErr }
+
+func (t txErr) Error() string { return t.e.title + ": " + t.e.detail }
+
+// runTx runs fn in a transaction and maps its outcome.
+func (c *conn) runTx(fn func(ctx context.Context, q store.Queries) *protoErr) *protoErr {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := c.m.d.Store.Tx(ctx, func(q store.Queries) error {
+		if e := fn(ctx, q); e != nil {
+			return txErr{e}
+		}
+		return nil
+	})
+	var te txErr
+	if errors.As(err, &te) {
+		return te.e
+	}
+	if err != nil {
+		c.log.Error("storage failure", "err", err)
+		return errInternal
+	}
+	return nil
+}
+
+// handleJoin implements JOIN (§6.5).
+func (c *conn) handleJoin(f ccp.Frame) ([]byte, *protoErr) {
+	obj, e := objectPayload(f)
+	if e != nil {
+		return nil, e
+	}
+	listed, e := stringList(obj, "members")
+	if e != nil {
+		return nil, e
+	}
+	relay, e := optBool(obj, "relay")
+	if e != nil {
+		return nil, e
+	}
+	groupID, hasGroup, e := optString(obj, "group_id")
+	if e != nil {
+		return nil, e
+	}
+	if f.Channel == 0 {
+		return nil, perr(ccp.TitleInvalidPayload, detailReserved)
+	}
+	var members, local []string
+	for _, s := range listed {
+		id, isLocal, e := c.localMember(s)
+		if e != nil {
+			return nil, e
+		}
+		members = append(members, id)
+		if isLocal {
+			local = append(local, id)
+		}
+	}
+	now := c.m.d.Now()
+	var bound *string
+	e = c.runTx(func(ctx context.Context, q store.Queries) *protoErr {
+		ch, err := q.GetChannel(ctx, f.Channel)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return errInternal
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			all := append([]string{c.device.ID}, members...)
+			var gid *string
+			if hasGroup {
+				if _, err := q.GetGroup(ctx, groupID); errors.Is(err, store.ErrNotFound) {
+					return perr(ccp.TitleNotFound, "unknown group")
+				} else if err != nil {
+					return errInternal
+				}
+				if e := checkDevices(ctx, q, local); e != nil {
+					return e
+				}
+				if _, err := q.GetGroupMember(ctx, groupID, c.device.ID); errors.Is(err, store.ErrNotFound) {
+					return perr(ccp.TitleForbidden, "not a member of the group")
+				} else if err != nil {
+					return errInternal
+				}
+				gm, err := q.GroupMembers(ctx, groupID)
+				if err != nil {
+					return errInternal
+				}
+				for _, m := range gm {
+					all = append(all, m.DeviceID)
+				}
+				gid = &groupID
+			} else if e := checkDevices(ctx, q, local); e != nil {
+				return e
+			}
+			bound = gid
+			if err := q.CreateChannel(ctx, store.Channel{ID: f.Channel, GroupID: gid, Relay: relay, CreatedBy: c.device.ID, CreatedAt: now}, dedupe(all), now); err != nil {
+				return errInternal
+			}
+			return nil
+		}
+		if e := checkDevices(ctx, q, local); e != nil {
+			return e
+		}
+		if hasGroup {
+			if _, err := q.GetGroup(ctx, groupID); errors.Is(err, store.ErrNotFound) {
+				return perr(ccp.TitleNotFound, "unknown group")
+			} else if err != nil {
+				return errInternal
+			}
+		}
+		isMember, err := q.IsChannelMember(ctx, f.Channel, c.device.ID)
+		if err != nil {
+			return errInternal
+		}
+		if !isMember && ch.GroupID != nil {
+			if _, err := q.GetGroupMember(ctx, *ch.GroupID, c.device.ID); err == nil {
+				isMember = true
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return errInternal
+			}
+		}
+		if !isMember && !c.m.cfg.OpenChannels {
+			return perr(ccp.TitleForbidden, "not a member of the channel")
+		}
+		if hasGroup && (ch.GroupID == nil || *ch.GroupID != groupID) {
+			return perr(ccp.TitleConflict, "channel is not bound to that group")
+		}
+		bound = ch.GroupID
+		if err := q.AddChannelMembers(ctx, f.Channel, dedupe(append([]string{c.device.ID}, members...)), now); err != nil {
+			return errInternal
+		}
+		return nil
+	})
+	if e != nil {
+		return nil, e
+	}
+	if bound != nil {
+		return ackPayload(f.Sequence, member("group_id", *bound)), nil
+	}
+	return ackPayload(f.Sequence), nil
+}
+
+func dedupe(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// handleLeave implements LEAVE (§6.5).
+func (c *conn) handleLeave(f ccp.Frame) ([]byte, *protoErr) {
+	if f.Channel == 0 {
+		return nil, perr(ccp.TitleInvalidPayload, detailReserved)
+	}
+	e := c.runTx(func(ctx context.Context, q store.Queries) *protoErr {
+		err := q.RemoveChannelMember(ctx, f.Channel, c.device.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return perr(ccp.TitleNotFound, "not a member of the channel")
+		}
+		if err != nil {
+			return errInternal
+		}
+		left, err := q.ChannelMembers(ctx, f.Channel)
+		if err != nil {
+			return errInternal
+		}
+		if len(left) == 0 {
+			if err := q.DeleteChannel(ctx, f.Channel); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return errInternal
+			}
+		}
+		return nil
+	})
+	if e != nil {
+		return nil, e
+	}
+	return ackPayload(f.Sequence), nil
+}
+
+// recipients checks that the channel exists and the sender is a member
+// and returns the other members (§6.5, §6.7).
+func (c *conn) recipients(ctx context.Context, q store.Queries, ch uint32) ([]string, *protoErr) {
+	if ch == 0 {
+		return nil, perr(ccp.TitleInvalidPayload, detailReserved)
+	}
+	members, err := q.ChannelMembers(ctx, ch)
+	if err != nil {
+		return nil, errInternal
+	}
+	if len(members) == 0 {
+		return nil, perr(ccp.TitleNotFound, "unknown channel")
+	}
+	i := slices.Index(members, c.device.ID)
+	if i < 0 {
+		return nil, perr(ccp.TitleForbidden, "not a member of the channel")
+	}
+	return slices.Delete(members, i, i+1), nil
+}
+
+// handleDurable stores a durable frame for every recipient and then
+// acknowledges it (§6.7).
+func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([]byte, *protoErr) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if f.Channel == 0 {
+		return nil, perr(ccp.TitleInvalidPayload, detailReserved)
+	}
+	rcpts, e := c.recipients(ctx, c.m.d.Store, f.Channel)
+	if e != nil {
+		return nil, e
+	}
+	if e := c.storeDurable(ctx, f.Type, f.Channel, payload, rcpts, received); e != nil {
+		return nil, e
+	}
+	return ackPayload(f.Sequence), nil
+}
+
+// storeDurable writes one inbox entry per local recipient through the
+// group-committing writer.
+func (c *conn) storeDurable(ctx context.Context, t ccp.FrameType, ch uint32, payload []byte, rcpts []string, received time.Time) *protoErr {
+	m := c.m
+	entries := make([]store.InboxEntry, 0, len(rcpts))
+	for _, r := range rcpts {
+		if strings.Contains(r, "@") {
+			// Remote member: the federation outbox is not implemented in
+			// this edition (§11.3); such members exist only with federation
+			// enabled.
+			continue
+		}
+		env, err := randomID(m.d.Rand)
+		if err != nil {
+			return errInternal
+		}
+		entries = append(entries, store.InboxEntry{
+			EnvelopeID: env, Recipient: r, Sender: c.device.ID, Channel: ch, FrameType: uint8(t),
+			Payload: payload, CreatedAt: received, ExpiresAt: received.Add(m.cfg.RelayTTL),
+		})
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	start := m.d.Now()
+	if err := m.d.Writer.Store(ctx, entries); err != nil {
+		c.log.Error("storing durable frame", "err", err)
+		return errInternal
+	}
+	m.d.Metrics.RelayStoreDuration.Observe(m.d.Now().Sub(start).Seconds())
+	return nil
+}
+
+// handleTyping implements TYPING: live fan-out with sender attribution.
+func (c *conn) handleTyping(f ccp.Frame, received time.Time) ([]byte, *protoErr) {
+	obj, e := objectPayload(f)
+	if e != nil {
+		return nil, e
+	}
+	payload, e := c.attributed(obj)
+	if e != nil {
+		return nil, e
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rcpts, e := c.recipients(ctx, c.m.d.Store, f.Channel)
+	if e != nil {
+		return nil, e
+	}
+	c.fanOutLive(f.Type, f.Channel, payload, rcpts)
+	return ackPayload(f.Sequence), nil
+}
+
+// fanOutLive delivers a live frame to the online recipients.
+func (c *conn) fanOutLive(t ccp.FrameType, ch uint32, payload []byte, rcpts []string) {
+	for _, r := range rcpts {
+		if p := c.m.d.Registry.Lookup(r); p != nil {
+			p.DeliverLive(t, ch, payload)
+		}
+	}
+}
+
+// handlePresence implements PRESENCE (§6.8).
+func (c *conn) handlePresence(f ccp.Frame) *protoErr {
+	obj, e := objectPayload(f)
+	if e != nil {
+		return e
+	}
+	state, has, e := optString(obj, "state")
+	if e != nil {
+		return e
+	}
+	if !has {
+		state = stateOnline
+	}
+	if len(state) < 1 || len(state) > 32 {
+		return perr(ccp.TitleInvalidPayload, "state must be 1-32 bytes")
+	}
+	if c.setPresence(state) {
+		c.pushPresence(state)
+	}
+	return nil
+}
+
+// handleClientAck implements client ACKs (§6.3).
+func (c *conn) handleClientAck(f ccp.Frame) *protoErr {
+	v, err := canonjson.Parse(f.Payload)
+	if err != nil || v.Kind != canonjson.Object {
+		return perr(ccp.TitleInvalidPayload, "ACK payload must be {\"ack\":n} or {\"keepalive\":t}")
+	}
+	if n, ok := v.Get("ack"); ok && n.Kind == canonjson.Number {
+		seq, err := strconv.ParseUint(n.Num, 10, 32)
+		if err != nil {
+			return perr(ccp.TitleInvalidPayload, "ack must be a server sequence")
+		}
+		if c.ackMode {
+			if qid, ok := c.out.acked(uint32(seq)); ok {
+				c.m.d.Writer.Delete(c.device.ID, []int64{qid})
+			}
+		}
+		return nil
+	}
+	if k, ok := v.Get("keepalive"); ok && k.Kind == canonjson.Number {
+		return nil
+	}
+	return perr(ccp.TitleInvalidPayload, "ACK payload must be {\"ack\":n} or {\"keepalive\":t}")
+}
+
+// handleCall answers call signalling and media until calls are
+// implemented (§7): there is never an active call, so media frames and
+// references to a call are Not Found, and CALL_END is idempotent.
+func (c *conn) handleCall(f ccp.Frame, _ time.Time) ([]byte, *protoErr) {
+	if f.Type == ccp.VoiceFrame || f.Type == ccp.VideoFrame {
+		return nil, perr(ccp.TitleNotFound, "no active call on this channel")
+	}
+	obj, e := objectPayload(f)
+	if e != nil {
+		return nil, e
+	}
+	callID, ok, e := optString(obj, "call_id")
+	if e != nil {
+		return nil, e
+	}
+	if !ok || callID == "" {
+		return nil, perr(ccp.TitleInvalidPayload, "call_id is required")
+	}
+	if f.Channel == 0 {
+		return nil, perr(ccp.TitleInvalidPayload, detailReserved)
+	}
+	switch f.Type {
+	case ccp.CallEnd:
+		reason, _, _ := optString(obj, "reason")
+		return ackPayload(f.Sequence, member("call_id", callID), member("reason", reason)), nil
+	case ccp.CallOffer:
+		return nil, perr(ccp.TitleInternalError, "calls are not available on this server yet")
+	}
+	return nil, perr(ccp.TitleNotFound, fmt.Sprintf("unknown call %q", callID))
+}

@@ -1,0 +1,274 @@
+package session
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/commucat/commucat/ccp"
+	"github.com/commucat/commucat/internal/store"
+)
+
+// Queue bounds of one connection.
+const (
+	maxControlBacklog = 256  // replies and server pushes awaiting the sender
+	maxLiveQueue      = 256  // live frames (typing, presence, calls); more are dropped
+	maxPendingInbox   = 1024 // inbox entries handed over but not yet written
+	maxInflight       = 1024 // ack mode: written but unacknowledged inbox deliveries (§6.7)
+	inboxPage         = 256  // redelivery page size (§6.7)
+)
+
+// outFrame is a frame waiting for the sender.
+type outFrame struct {
+	t       ccp.FrameType
+	ch      uint32
+	payload []byte
+	// closeAfter ends the connection once the frame is written
+	// (unsolicited ERRORs: Replaced, Device Revoked, ...).
+	closeAfter bool
+	reason     EndReason
+	// accepted is when the frame was accepted from its sender (delivery
+	// latency metric); zero for replies.
+	accepted time.Time
+}
+
+// outbound is the send side of a connection: bounded queues filled by the
+// reader goroutine and by other connections, drained by the one sender
+// goroutine, which assigns server sequences in write order (§6.2).
+type outbound struct {
+	mu      sync.Mutex
+	control []outFrame
+	live    []outFrame
+	// inbox holds committed entries handed over by the writer, ascending.
+	inbox []store.InboxEntry
+	// last is the highest queue id written or queued in inbox.
+	last int64
+	// catchup: entries may exist in the store that are neither written nor
+	// queued; the sender reads them (pages after last). dirty: a handover
+	// was dropped during a read, so read again before leaving catch-up.
+	catchup, dirty bool
+	// initial: the first redelivery after the handshake is not complete;
+	// live frames wait (§6.7: redelivery comes before any live frame).
+	initial bool
+	// inflight maps the server sequence of an inbox delivery to its queue
+	// id until the client acknowledges it (ack mode).
+	inflight map[uint32]int64
+	closed   bool
+
+	wake chan struct{}
+	// slots bounds the control backlog: the reader goroutine takes a slot
+	// per reply and blocks when the client does not read its replies.
+	slots chan struct{}
+
+	droppedLive int
+}
+
+func newOutbound() *outbound {
+	return &outbound{
+		catchup:  true,
+		initial:  true,
+		inflight: make(map[uint32]int64),
+		wake:     make(chan struct{}, 1),
+		slots:    make(chan struct{}, maxControlBacklog),
+	}
+}
+
+func (o *outbound) signal() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pushControl queues a reply or push that must not be dropped. It blocks
+// while the backlog is full; false when the connection is closing.
+func (o *outbound) pushControl(ctx context.Context, f outFrame) bool {
+	select {
+	case o.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		<-o.slots
+		return false
+	}
+	o.control = append(o.control, f)
+	o.mu.Unlock()
+	o.signal()
+	return true
+}
+
+// pushUrgent queues an unsolicited frame without blocking (kicks), beyond
+// the backlog bound.
+func (o *outbound) pushUrgent(f outFrame) {
+	o.mu.Lock()
+	if !o.closed {
+		o.control = append(o.control, f)
+	}
+	o.mu.Unlock()
+	o.signal()
+}
+
+// pushLive queues a live frame; false when it was dropped.
+func (o *outbound) pushLive(f outFrame) bool {
+	o.mu.Lock()
+	if o.closed || len(o.live) >= maxLiveQueue {
+		o.droppedLive++
+		o.mu.Unlock()
+		return false
+	}
+	o.live = append(o.live, f)
+	o.mu.Unlock()
+	o.signal()
+	return true
+}
+
+// pushInbox takes committed entries for this device in queue order.
+func (o *outbound) pushInbox(entries []store.InboxEntry) {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return
+	}
+	if o.catchup {
+		o.dirty = true
+		o.mu.Unlock()
+		o.signal()
+		return
+	}
+	for _, e := range entries {
+		if e.QueueID <= o.last {
+			continue
+		}
+		if len(o.inbox) >= maxPendingInbox {
+			o.catchup, o.dirty = true, true
+			break
+		}
+		o.inbox = append(o.inbox, e)
+		o.last = e.QueueID
+	}
+	o.mu.Unlock()
+	o.signal()
+}
+
+// requestCatchup makes the sender re-read the inbox (e.g. a cross-node
+// notification whose entries are not at hand).
+func (o *outbound) requestCatchup() {
+	o.mu.Lock()
+	o.catchup, o.dirty = true, true
+	o.mu.Unlock()
+	o.signal()
+}
+
+// acked removes an inbox delivery from the in-flight set and returns its
+// queue id.
+func (o *outbound) acked(seq uint32) (int64, bool) {
+	o.mu.Lock()
+	qid, ok := o.inflight[seq]
+	if ok {
+		delete(o.inflight, seq)
+	}
+	o.mu.Unlock()
+	if ok {
+		o.signal()
+	}
+	return qid, ok
+}
+
+// batch is what the sender takes from the queues in one round.
+type batch struct {
+	control []outFrame
+	live    []outFrame
+	inbox   []store.InboxEntry
+}
+
+func (b *batch) empty() bool { return len(b.control) == 0 && len(b.live) == 0 && len(b.inbox) == 0 }
+
+// take removes what can be written now. ackMode limits inbox deliveries to
+// the in-flight window.
+func (o *outbound) take(ackMode bool, maxFrames int) (b batch, needRead bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := min(len(o.control), maxFrames)
+	b.control = append(b.control, o.control[:n]...)
+	o.control = o.control[n:]
+	if len(o.control) == 0 {
+		o.control = o.control[:0:0]
+	}
+	room := maxFrames - n
+	if !o.initial && room > 0 {
+		k := min(len(o.live), room)
+		b.live = append(b.live, o.live[:k]...)
+		o.live = o.live[k:]
+		if len(o.live) == 0 {
+			o.live = o.live[:0:0]
+		}
+		room -= k
+	}
+	if ackMode {
+		room = min(room, maxInflight-len(o.inflight))
+	}
+	if room > 0 && len(o.inbox) > 0 {
+		k := min(len(o.inbox), room)
+		b.inbox = append(b.inbox, o.inbox[:k]...)
+		o.inbox = o.inbox[k:]
+		if len(o.inbox) == 0 {
+			o.inbox = o.inbox[:0:0]
+		}
+	}
+	inboxRoom := maxPendingInbox - len(o.inbox)
+	if ackMode {
+		inboxRoom = min(inboxRoom, maxInflight-len(o.inflight)-len(b.inbox))
+	}
+	needRead = o.catchup && !o.closed && len(o.inbox) == 0 && inboxRoom > 0
+	if needRead {
+		o.dirty = false
+	}
+	return b, needRead
+}
+
+// readDone records the result of a catch-up read: the entries are queued
+// (ascending, after last); when the read returned fewer than asked and no
+// handover was dropped meanwhile, catch-up ends. It reports whether the
+// initial redelivery just finished.
+func (o *outbound) readDone(entries []store.InboxEntry, full bool) (initialDone bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, e := range entries {
+		if e.QueueID > o.last {
+			o.inbox = append(o.inbox, e)
+			o.last = e.QueueID
+		}
+	}
+	if !full && !o.dirty {
+		o.catchup = false
+		if o.initial && len(o.inbox) == 0 {
+			o.initial = false
+			return true
+		}
+	}
+	return false
+}
+
+// inboxDrained ends the initial phase once catch-up is over and every
+// redelivered entry was written.
+func (o *outbound) inboxDrained() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.initial && !o.catchup && len(o.inbox) == 0 {
+		o.initial = false
+		return true
+	}
+	return false
+}
+
+// close stops accepting frames; the sender drains the control queue and
+// exits.
+func (o *outbound) close() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+	o.signal()
+}

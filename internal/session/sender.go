@@ -1,0 +1,270 @@
+package session
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/commucat/commucat/ccp"
+	"github.com/commucat/commucat/internal/noiseconn"
+	"github.com/commucat/commucat/internal/store"
+)
+
+// maxFramesPerWrite bounds the frames coalesced into one write.
+const maxFramesPerWrite = 256
+
+// sendLoop is the sender goroutine: the only writer after the handshake.
+func (c *conn) sendLoop() {
+	defer close(c.senderDone)
+	m := c.m
+	var keepalive <-chan time.Time
+	if c.version == noiseconn.Version2 && m.cfg.Keepalive > 0 {
+		t := time.NewTicker(m.cfg.Keepalive)
+		defer t.Stop()
+		keepalive = t.C
+	}
+	refreshEvery := m.cfg.PresenceTTL / 2
+	if refreshEvery <= 0 {
+		refreshEvery = 30 * time.Second
+	}
+	refresh := time.NewTicker(refreshEvery)
+	defer refresh.Stop()
+
+	w := &frameWriter{c: c}
+	for {
+		b, needRead, last := c.out.takeRound(c.ackMode)
+		if !b.empty() {
+			if !w.write(b) {
+				return
+			}
+		}
+		if needRead {
+			c.readInbox(last)
+			continue
+		}
+		if !b.empty() {
+			continue
+		}
+		if c.out.inboxDrained() {
+			continue // live frames held back during redelivery may now go
+		}
+		if c.out.isClosed() {
+			return
+		}
+		select {
+		case <-c.out.wake:
+		case <-keepalive:
+			// §3.6: v2 peers get {"keepalive":<unix time>} on channel 0.
+			p := strconv.AppendInt([]byte(`{"keepalive":`), m.d.Now().Unix(), 10)
+			c.out.pushUrgent(outFrame{t: ccp.Ack, ch: 0, payload: append(p, '}')})
+		case <-refresh.C:
+			c.refreshPresence()
+		case <-c.meta.Liveness:
+			c.meta.Liveness = nil
+			c.kickWith(ccp.TitleKeepaliveTimeout, "no pong or message within 3x the keepalive interval", EndKeepalive)
+		}
+	}
+}
+
+// readInbox reads the next page of the device's inbox after last (catch-up
+// and redelivery, §6.7).
+func (c *conn) readInbox(last int64) {
+	m := c.m
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	entries, err := m.d.Store.ListInbox(ctx, c.device.ID, last, m.d.Now(), inboxPage)
+	cancel()
+	if err != nil {
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("reading the inbox", "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-c.ctx.Done():
+		}
+		c.out.requestCatchup()
+		return
+	}
+	c.out.readDone(entries, len(entries) == inboxPage)
+}
+
+// frameWriter encodes a batch, assigns server sequences and writes it.
+type frameWriter struct {
+	c      *conn
+	buf    []byte
+	sealed []byte
+	chunks [][]byte
+	starts []int // frame boundaries in buf (message-oriented v1)
+}
+
+// write writes one batch; false when the connection must end.
+func (w *frameWriter) write(b batch) bool {
+	c := w.c
+	m := c.m
+	now := m.d.Now()
+	w.buf, w.starts = w.buf[:0], w.starts[:0]
+	closeAfter := false
+	var reason EndReason
+	type delivered struct {
+		seq uint32
+		qid int64
+	}
+	var inboxSeqs []delivered
+	var latencies []time.Duration
+	exhausted := false
+	add := func(t ccp.FrameType, ch uint32, payload []byte) (uint32, bool) {
+		if exhausted {
+			return 0, false
+		}
+		if c.seq >= ccp.MaxSequence-1 {
+			// §6.2: the last value carries Internal Error and the stream ends.
+			c.seq = ccp.MaxSequence
+			p := ccp.NewProblem(ccp.TitleInternalError, "sequence space exhausted")
+			w.starts = append(w.starts, len(w.buf))
+			w.buf, _ = ccp.AppendFrame(w.buf, ccp.Frame{Type: ccp.Error, Sequence: c.seq, Payload: p.JSON()})
+			exhausted, closeAfter, reason = true, true, EndInternal
+			return 0, false
+		}
+		c.seq++
+		start := len(w.buf)
+		var err error
+		w.buf, err = ccp.AppendFrame(w.buf, ccp.Frame{Type: t, Channel: ch, Sequence: c.seq, Payload: payload})
+		if err != nil {
+			c.log.Error("encoding an outbound frame", "type", t, "err", err)
+			w.buf = w.buf[:start]
+			c.seq--
+			return 0, false
+		}
+		w.starts = append(w.starts, start)
+		return c.seq, true
+	}
+	for _, f := range b.control {
+		add(f.t, f.ch, f.payload)
+		if f.closeAfter {
+			closeAfter, reason = true, f.reason
+			break
+		}
+	}
+	if !closeAfter {
+		for _, f := range b.live {
+			if _, ok := add(f.t, f.ch, f.payload); ok && !f.accepted.IsZero() {
+				latencies = append(latencies, now.Sub(f.accepted))
+			}
+		}
+		for _, e := range b.inbox {
+			if !now.Before(e.ExpiresAt) {
+				continue // §6.7: an expired entry is never delivered
+			}
+			if seq, ok := add(ccp.FrameType(e.FrameType), e.Channel, e.Payload); ok {
+				inboxSeqs = append(inboxSeqs, delivered{seq, e.QueueID})
+				latencies = append(latencies, now.Sub(e.CreatedAt))
+			}
+		}
+	}
+	// Record in-flight deliveries before the bytes leave, so that a fast
+	// client ACK always finds its entry.
+	if c.ackMode && len(inboxSeqs) > 0 {
+		c.out.mu.Lock()
+		for _, d := range inboxSeqs {
+			c.out.inflight[d.seq] = d.qid
+		}
+		c.out.mu.Unlock()
+	}
+	err := w.flush()
+	for range b.control {
+		<-c.out.slots
+	}
+	if err != nil {
+		c.setEnd(EndTransport)
+		c.t.Abort(EndTransport)
+		c.out.close()
+		return false
+	}
+	m.d.Metrics.FramesEgress.Add(float64(len(w.starts)))
+	for _, l := range latencies {
+		m.d.Metrics.DeliveryLatency.Observe(l.Seconds())
+	}
+	if !c.ackMode && len(inboxSeqs) > 0 {
+		// §6.7 non-ack mode: an entry is deleted once written.
+		ids := make([]int64, len(inboxSeqs))
+		for i, d := range inboxSeqs {
+			ids[i] = d.qid
+		}
+		m.d.Writer.Delete(c.device.ID, ids)
+	}
+	if closeAfter {
+		c.setEnd(reason)
+		c.out.close()
+		c.t.Abort(c.endReason(reason))
+		return false
+	}
+	return true
+}
+
+// flush seals (v2) and writes the encoded frames.
+func (w *frameWriter) flush() error {
+	c := w.c
+	if len(w.buf) == 0 {
+		return nil
+	}
+	w.chunks = w.chunks[:0]
+	msg := c.t.MessageOriented()
+	if c.sealer == nil {
+		if !msg {
+			return c.t.WriteChunks(append(w.chunks, w.buf))
+		}
+		for i, s := range w.starts {
+			end := len(w.buf)
+			if i+1 < len(w.starts) {
+				end = w.starts[i+1]
+			}
+			w.chunks = append(w.chunks, w.buf[s:end])
+		}
+		return c.t.WriteChunks(w.chunks)
+	}
+	// v2: records; over WebSocket each record is one message.
+	w.sealed = w.sealed[:0]
+	per := noiseconn.MaxRecordData
+	if c.m.cfg.Padding == noiseconn.PaddingBuckets {
+		per = noiseconn.MaxBucketData
+	}
+	data := w.buf
+	var bounds []int
+	for len(data) > 0 {
+		n := min(len(data), per)
+		var err error
+		w.sealed, err = c.sealer.AppendRecords(w.sealed, data[:n])
+		if err != nil {
+			return err
+		}
+		bounds = append(bounds, len(w.sealed))
+		data = data[n:]
+	}
+	if !msg {
+		return c.t.WriteChunks(append(w.chunks, w.sealed))
+	}
+	prev := 0
+	for _, b := range bounds {
+		w.chunks = append(w.chunks, w.sealed[prev:b])
+		prev = b
+	}
+	return c.t.WriteChunks(w.chunks)
+}
+
+// takeRound wraps outbound.take and also returns the inbox cursor for a
+// catch-up read.
+func (o *outbound) takeRound(ackMode bool) (batch, bool, int64) {
+	b, needRead := o.take(ackMode, maxFramesPerWrite)
+	o.mu.Lock()
+	last := o.last
+	o.mu.Unlock()
+	return b, needRead, last
+}
+
+func (o *outbound) isClosed() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.closed && len(o.control) == 0
+}
+
+var _ = store.InboxEntry{}

@@ -1,0 +1,167 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/commucat/commucat/internal/store"
+)
+
+// Table relay_queue (the inbox, §6.7).
+
+// inboxChunk bounds the rows of one multi-row insert: 8 variables a row
+// stay far below SQLite's limit of 32766.
+const inboxChunk = 1000
+
+// idChunk bounds the ids of one DELETE … IN (…).
+const idChunk = 1000
+
+const inboxColumns = `queue_id, envelope_id, recipient_device, sender_device, channel_id, frame_type, payload, created_at, expires_at`
+
+const insertInbox = `INSERT INTO relay_queue
+	(envelope_id, recipient_device, sender_device, channel_id, frame_type, payload, created_at, expires_at)
+	VALUES `
+
+// EnqueueInbox inserts the entries with one multi-row INSERT … RETURNING
+// per chunk of inboxChunk entries, all in one transaction. The queue ids
+// come from AUTOINCREMENT, so they are assigned in VALUES order and never
+// reused; RETURNING emits rows in no promised order, hence the sort.
+func (q *queries) EnqueueInbox(ctx context.Context, entries []store.InboxEntry) ([]int64, error) {
+	if len(entries) == 0 {
+		return []int64{}, nil
+	}
+	ids := make([]int64, 0, len(entries))
+	err := q.atomic(ctx, func(ex execer) error {
+		for rest := entries; len(rest) > 0; {
+			n := min(len(rest), inboxChunk)
+			args := make([]any, 0, 8*n)
+			for i := range rest[:n] {
+				e := &rest[i]
+				payload := e.Payload
+				if payload == nil {
+					payload = []byte{} // NOT NULL: nil would bind NULL
+				}
+				args = append(args, e.EnvelopeID, e.Recipient, e.Sender, int64(e.Channel), int64(e.FrameType),
+					payload, toMicros(e.CreatedAt), toMicros(e.ExpiresAt))
+			}
+			rows, err := ex.QueryContext(ctx, insertInbox+placeholders(n, 8)+` RETURNING queue_id`, args...)
+			if err != nil {
+				return wrap("enqueue inbox", err)
+			}
+			start := len(ids)
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return wrap("enqueue inbox", err)
+				}
+				ids = append(ids, id)
+			}
+			if err := rows.Close(); err != nil {
+				return wrap("enqueue inbox", err)
+			}
+			if err := rows.Err(); err != nil {
+				return wrap("enqueue inbox", err)
+			}
+			if got := len(ids) - start; got != n {
+				return wrap("enqueue inbox", errShortReturning)
+			}
+			slices.Sort(ids[start:])
+			rest = rest[n:]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// ListInbox returns every matching entry when limit <= 0.
+func (q *queries) ListInbox(ctx context.Context, recipient string, after int64, now time.Time, limit int) ([]store.InboxEntry, error) {
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := q.r.QueryContext(ctx,
+		`SELECT `+inboxColumns+` FROM relay_queue
+		WHERE recipient_device = ? AND queue_id > ? AND expires_at > ?
+		ORDER BY queue_id
+		LIMIT ?`, recipient, after, toMicros(now), limit)
+	if err != nil {
+		return nil, wrap("list inbox", err)
+	}
+	defer rows.Close()
+	var out []store.InboxEntry
+	for rows.Next() {
+		var (
+			e                store.InboxEntry
+			channel          int64
+			frameType        int64
+			created, expires int64
+		)
+		if err := rows.Scan(&e.QueueID, &e.EnvelopeID, &e.Recipient, &e.Sender, &channel, &frameType,
+			&e.Payload, &created, &expires); err != nil {
+			return nil, wrap("list inbox", err)
+		}
+		if e.Payload == nil {
+			e.Payload = []byte{}
+		}
+		e.Channel = uint32(channel)
+		e.FrameType = uint8(frameType)
+		e.CreatedAt = fromMicros(created)
+		e.ExpiresAt = fromMicros(expires)
+		out = append(out, e)
+	}
+	return out, wrap("list inbox", rows.Err())
+}
+
+func (q *queries) DeleteInbox(ctx context.Context, recipient string, queueIDs []int64) error {
+	if len(queueIDs) == 0 {
+		return nil
+	}
+	return q.atomic(ctx, func(ex execer) error {
+		for rest := queueIDs; len(rest) > 0; {
+			n := min(len(rest), idChunk)
+			args := make([]any, 0, 1+n)
+			args = append(args, recipient)
+			for _, id := range rest[:n] {
+				args = append(args, id)
+			}
+			if _, err := q.exec(ctx, ex, "delete inbox",
+				`DELETE FROM relay_queue WHERE recipient_device = ? AND queue_id IN (`+list(n)+`)`,
+				args...); err != nil {
+				return err
+			}
+			rest = rest[n:]
+		}
+		return nil
+	})
+}
+
+func (q *queries) DeleteInboxOf(ctx context.Context, recipient string) error {
+	_, err := q.exec(ctx, q.w, "delete inbox of",
+		`DELETE FROM relay_queue WHERE recipient_device = ?`, recipient)
+	return err
+}
+
+func (q *queries) PurgeExpiredInbox(ctx context.Context, now time.Time) (int64, error) {
+	return q.exec(ctx, q.w, "purge expired inbox",
+		`DELETE FROM relay_queue WHERE expires_at <= ?`, toMicros(now))
+}
+
+func (q *queries) InboxStats(ctx context.Context) (count int64, oldest time.Time, err error) {
+	var created sql.NullInt64
+	err = q.r.QueryRowContext(ctx, `SELECT count(*), min(created_at) FROM relay_queue`).Scan(&count, &created)
+	if err != nil {
+		return 0, time.Time{}, wrap("inbox stats", err)
+	}
+	if count == 0 || !created.Valid {
+		return 0, time.Time{}, nil
+	}
+	return count, fromMicros(created.Int64), nil
+}
+
+var errShortReturning = errors.New("RETURNING gave fewer ids than rows inserted")
