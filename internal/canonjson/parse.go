@@ -38,7 +38,12 @@ const smallObject = 16
 // rejected with ErrDuplicateKey; names are compared after unescaping. A \u
 // escape of a lone surrogate decodes to U+FFFD, as in encoding/json.
 //
-// Parse never panics and runs in time linear in the size of the input.
+// Parse never panics and runs in time linear in the size of the input. It
+// does not retain data, but the strings in the result may share one copy of
+// the whole input text (this saves an allocation per string).
+//
+// When the input is not valid JSON the error wraps ErrSyntax, even if it
+// also has a duplicate name or too deep nesting.
 func Parse(data []byte) (Value, error) {
 	return parse(data, false)
 }
@@ -241,7 +246,9 @@ func (p *parser) tooDeep() (Value, error) {
 	if err := p.skipValue(); err != nil {
 		return Value{}, err
 	}
-	p.semantic(fmt.Errorf("%w at offset %d: more than %d nested arrays/objects", ErrTooDeep, pos, MaxDepth))
+	if p.semErr == nil {
+		p.semantic(fmt.Errorf("%w at offset %d: more than %d nested arrays/objects", ErrTooDeep, pos, MaxDepth))
+	}
 	return Value{}, nil
 }
 
@@ -318,7 +325,6 @@ func (p *parser) object(depth int) (Value, error) {
 	}
 	mbase, kbase, abase := len(p.mems), len(p.keys), len(p.arena)
 	var set map[string]struct{}
-	n := 0
 	for {
 		if p.pos >= len(p.data) {
 			return Value{}, p.errEOF()
@@ -390,7 +396,6 @@ func (p *parser) object(depth int) (Value, error) {
 			}
 			p.mems = append(p.mems, Member{Key: k, Value: v})
 		}
-		n++
 		p.skipWS()
 		if p.pos >= len(p.data) {
 			return Value{}, p.errEOF()

@@ -306,3 +306,47 @@ func TestParseErrorReturnsZeroValue(t *testing.T) {
 		}
 	}
 }
+
+// Large inputs of shapes that would expose super-linear behaviour (long
+// shared key prefixes, many members, many escapes, deep unterminated
+// nesting) must still parse quickly.
+func TestParseLargeInputs(t *testing.T) {
+	prefix := strings.Repeat("p", 1000)
+	var many strings.Builder
+	many.WriteString("{")
+	for i := range 2000 {
+		if i > 0 {
+			many.WriteString(",")
+		}
+		many.WriteString(`"` + prefix + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676)) + `":[]`)
+	}
+	many.WriteString("}")
+
+	escapes := `"` + strings.Repeat(`\u00e9\n\ud800\ud83d\ude00`, 100000) + `"`
+	arr := "[" + strings.Repeat(`{"a":1,"b":[true,false,null],"c":"s"},`, 50000) + "0]"
+	deepUnterminated := strings.Repeat(`{"a":[`, 500000)
+	longDupKeys := `{"` + prefix + `":1,"` + prefix + `":2}`
+
+	for name, tc := range map[string]struct {
+		in   string
+		want error
+	}{
+		"many long keys":    {many.String(), nil},
+		"many escapes":      {escapes, nil},
+		"long array":        {arr, nil},
+		"deep unterminated": {deepUnterminated, ErrSyntax},
+		"long dup keys":     {longDupKeys, ErrDuplicateKey},
+	} {
+		v, err := Parse([]byte(tc.in))
+		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+			continue
+		}
+		if err == nil {
+			c := v.Canonical()
+			if !Valid(c) {
+				t.Errorf("%s: canonical form not valid", name)
+			}
+		}
+	}
+}

@@ -34,15 +34,15 @@ import (
 type EndReason int
 
 const (
-	EndNormal       EndReason = iota // client ended the stream, or a clean end
-	EndShutdown                      // server shutting down (1001)
-	EndDecode                        // fatal decode error or record error (1002)
-	EndHandshake                     // handshake failure (1008)
-	EndReplaced                      // Replaced (1008)
-	EndRevoked                       // Device Revoked (1008)
-	EndKeepalive                     // Keepalive Timeout (1008)
-	EndInternal                      // Internal Error (1011)
-	EndTransport                     // the transport failed (read/write error)
+	EndNormal    EndReason = iota // client ended the stream, or a clean end
+	EndShutdown                   // server shutting down (1001)
+	EndDecode                     // fatal decode error or record error (1002)
+	EndHandshake                  // handshake failure (1008)
+	EndReplaced                   // Replaced (1008)
+	EndRevoked                    // Device Revoked (1008)
+	EndKeepalive                  // Keepalive Timeout (1008)
+	EndInternal                   // Internal Error (1011)
+	EndTransport                  // the transport failed (read/write error)
 )
 
 // Transport is one /connect stream as the session sees it.
