@@ -40,6 +40,9 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"frame", "frame decode [--strict] | frame encode", runFrame},
+		{"init", "init [--dir DIR] [--domain D] [--bind ADDR] [--force]", runInit},
+		{"migrate", "migrate", runMigrate},
+		{"register-user", "register-user <handle> [display_name] [avatar_url]", runRegisterUser},
 	}
 }
 

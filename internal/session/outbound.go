@@ -30,6 +30,8 @@ type outFrame struct {
 	// accepted is when the frame was accepted from its sender (delivery
 	// latency metric); zero for replies.
 	accepted time.Time
+	// slot: the frame holds a control backlog slot (pushControl).
+	slot bool
 }
 
 // outbound is the send side of a connection: bounded queues filled by the
@@ -88,6 +90,7 @@ func (o *outbound) pushControl(ctx context.Context, f outFrame) bool {
 	case <-ctx.Done():
 		return false
 	}
+	f.slot = true
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()

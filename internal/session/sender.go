@@ -171,8 +171,10 @@ func (w *frameWriter) write(b batch) bool {
 		c.out.mu.Unlock()
 	}
 	err := w.flush()
-	for range b.control {
-		<-c.out.slots
+	for _, f := range b.control {
+		if f.slot {
+			<-c.out.slots
+		}
 	}
 	if err != nil {
 		c.setEnd(EndTransport)

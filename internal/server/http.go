@@ -1,0 +1,298 @@
+package server
+
+import (
+	"context"
+	"encoding/hex"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/commucat/commucat/internal/canonjson"
+	"github.com/commucat/commucat/internal/metrics"
+	"github.com/commucat/commucat/internal/noiseconn"
+	"github.com/commucat/commucat/internal/session"
+)
+
+const landingPage = `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>CommuCat</title></head>
+<body>
+<h1>CommuCat Server</h1>
+<p>A self-hosted server for secure messaging and calls (CCP-1).</p>
+<p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p>
+</body>
+</html>
+`
+
+// writeProblem writes an application/problem+json error (§8.1).
+func writeProblem(w http.ResponseWriter, status int, title, detail string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	var b []byte
+	if detail != "" {
+		b = append(b, `{"detail":`...)
+		b = canonjson.AppendString(b, detail)
+		b = append(b, ',')
+	} else {
+		b = append(b, '{')
+	}
+	b = append(b, `"status":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, `,"title":`...)
+	b = canonjson.AppendString(b, title)
+	b = append(b, `,"type":"about:blank"}`...)
+	_, _ = w.Write(b)
+}
+
+// notFound is the unknown-route answer of §3.2 (no detail).
+func notFound(w http.ResponseWriter) { writeProblem(w, http.StatusNotFound, "Not Found", "") }
+
+// writeJSON writes a canonical JSON success response (§8.1).
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := canonjson.Marshal(v)
+	if err != nil {
+		writeProblem(w, http.StatusInternalServerError, "InternalError", "internal server error")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	_, _ = w.Write(b)
+}
+
+// handler is the HTTP surface of one node.
+type handler struct {
+	s *Server
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	route := metrics.RouteLabel(r.URL.Path)
+	if r.URL.Path != "/connect" {
+		defer func() {
+			h.s.metrics.HTTPRequestDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		}()
+	}
+	switch r.URL.Path {
+	case "/", "/index.html":
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(landingPage))
+	case "/healthz":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok"))
+	case "/readyz":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if h.s.ready(r.Context()) {
+			_, _ = w.Write([]byte("ready"))
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("degraded"))
+	case "/connect":
+		h.connect(w, r)
+	case "/api/server-info":
+		if r.Method != http.MethodGet {
+			notFound(w)
+			return
+		}
+		writeJSON(w, h.s.serverInfo())
+	default:
+		notFound(w)
+	}
+}
+
+func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
+	s := h.s
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodGet:
+		if !s.cfg.WebSocket {
+			notFound(w)
+			return
+		}
+		if !isWebSocketUpgrade(r) {
+			writeProblem(w, http.StatusBadRequest, "BadRequest", "websocket upgrade required")
+			return
+		}
+	default:
+		notFound(w)
+		return
+	}
+	if s.draining.Load() {
+		refuseConnect(w, r, http.StatusServiceUnavailable, "ServiceUnavailable", "service unavailable")
+		return
+	}
+	ip := s.clientIP(r)
+	if r.Method == http.MethodGet {
+		h.connectWebSocket(w, r, ip)
+		return
+	}
+	kind := "http2"
+	if r.ProtoMajor == 1 {
+		kind = "http1"
+	}
+	rc := http.NewResponseController(w)
+	if kind == "http1" {
+		if err := rc.EnableFullDuplex(); err != nil {
+			writeProblem(w, http.StatusInternalServerError, "InternalError", "internal server error")
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	t := &httpTransport{body: r.Body, w: w, rc: rc, kind: kind}
+	defer t.finish()
+	s.serveStream(r.Context(), t, ip, kind, nil)
+}
+
+// refuseConnect answers a /connect request with an error. On HTTP/1.1 the
+// connection is closed afterwards: the request body is an endless stream
+// that net/http would otherwise try to drain before answering.
+func refuseConnect(w http.ResponseWriter, r *http.Request, status int, title, detail string) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	writeProblem(w, status, title, detail)
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") &&
+		headerHasToken(r.Header, "Upgrade", "websocket") &&
+		r.Header.Get("Sec-WebSocket-Version") == "13" &&
+		r.Header.Get("Sec-WebSocket-Key") != ""
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (h *handler) connectWebSocket(w http.ResponseWriter, r *http.Request, ip netip.Addr) {
+	s := h.s
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:       []string{"commucat.ccp1"},
+		InsecureSkipVerify: true, // §3.5: Origin is not checked; authentication is in-band
+	})
+	if err != nil {
+		return
+	}
+	t := newWSTransport(c)
+	liveness := make(chan struct{})
+	go t.pingLoop(s.cfg.Keepalive, liveness)
+	reason := s.serveStream(r.Context(), t, ip, "websocket", liveness)
+	code := closeCode(reason)
+	if t.textClose {
+		code = websocket.StatusUnsupportedData
+	}
+	t.closeWith(code, "")
+	<-t.ctx.Done()
+}
+
+// serveStream runs one /connect stream through the session manager.
+func (s *Server) serveStream(ctx context.Context, t session.Transport, ip netip.Addr, kind string, liveness <-chan struct{}) session.EndReason {
+	meta := session.Meta{
+		RemoteIP:     ip,
+		Liveness:     liveness,
+		HandshakeRTT: func(d time.Duration) { s.health.observe(kind, d) },
+	}
+	return s.sessions.Serve(ctx, t, meta)
+}
+
+// serverInfo is GET /api/server-info (§8.4.1).
+type serverInfo struct {
+	Capabilities      []string                 `json:"capabilities"`
+	DeviceCAPublic    string                   `json:"device_ca_public"`
+	Domain            string                   `json:"domain"`
+	NoiseKeys         []noiseconn.NoiseKeyInfo `json:"noise_keys"`
+	NoisePublic       string                   `json:"noise_public"`
+	Pairing           pairingInfo              `json:"pairing"`
+	Presence          presenceInfo             `json:"presence"`
+	Session           sessionInfo              `json:"session"`
+	SupportedPatterns []string                 `json:"supported_patterns"`
+	SupportedVersions []int                    `json:"supported_versions"`
+}
+
+type pairingInfo struct {
+	AutoApprove    bool `json:"auto_approve"`
+	MaxAutoDevices int  `json:"max_auto_devices"`
+	PairingTTL     int  `json:"pairing_ttl"`
+}
+
+type presenceInfo struct {
+	TTLSeconds int `json:"ttl_seconds"`
+}
+
+type sessionInfo struct {
+	KeepaliveInterval int `json:"keepalive_interval"`
+	TTLSeconds        int `json:"ttl_seconds"`
+}
+
+func (s *Server) serverInfo() serverInfo {
+	keys := s.keys.current()
+	infos := make([]noiseconn.NoiseKeyInfo, 0, len(keys))
+	for _, k := range keys {
+		infos = append(infos, k.Info())
+	}
+	newest := ""
+	if len(keys) > 0 {
+		newest = hex.EncodeToString(keys[0].Public[:])
+	}
+	return serverInfo{
+		Capabilities:      s.features.SupportedCapabilities(),
+		DeviceCAPublic:    hex.EncodeToString(s.caPub[:]),
+		Domain:            s.cfg.Domain,
+		NoiseKeys:         infos,
+		NoisePublic:       newest,
+		Pairing:           pairingInfo{AutoApprove: s.cfg.AutoApprove, MaxAutoDevices: s.cfg.MaxAutoDevices, PairingTTL: int(s.cfg.PairingTTL / time.Second)},
+		Presence:          presenceInfo{TTLSeconds: int(s.cfg.PresenceTTL / time.Second)},
+		Session:           sessionInfo{KeepaliveInterval: int(s.cfg.Keepalive / time.Second), TTLSeconds: int(s.cfg.SessionTTL / time.Second)},
+		SupportedPatterns: []string{noiseconn.PatternXK, noiseconn.PatternIK},
+		SupportedVersions: s.cfg.Versions,
+	}
+}
+
+// transportHealth keeps handshake round trips per transport for the last
+// five minutes (§8.4.8).
+type transportHealth struct {
+	mu      sync.Mutex
+	samples map[string][]rttSample
+}
+
+type rttSample struct {
+	at  time.Time
+	rtt time.Duration
+}
+
+const healthWindow = 5 * time.Minute
+const maxHealthSamples = 1024
+
+func (h *transportHealth) observe(kind string, d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.samples == nil {
+		h.samples = make(map[string][]rttSample)
+	}
+	now := time.Now()
+	s := append(h.samples[kind], rttSample{now, d})
+	for len(s) > 0 && (now.Sub(s[0].at) > healthWindow || len(s) > maxHealthSamples) {
+		s = s[1:]
+	}
+	h.samples[kind] = s
+}

@@ -1,0 +1,347 @@
+// Package server wires CommuCat together: configuration, storage, secrets,
+// the session manager, the HTTP surface and the background tasks. It is the
+// only package that knows every other one.
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/commucat/commucat/internal/config"
+	"github.com/commucat/commucat/internal/identity"
+	"github.com/commucat/commucat/internal/ledger"
+	"github.com/commucat/commucat/internal/metrics"
+	"github.com/commucat/commucat/internal/noiseconn"
+	"github.com/commucat/commucat/internal/ratelimit"
+	"github.com/commucat/commucat/internal/router"
+	"github.com/commucat/commucat/internal/session"
+	"github.com/commucat/commucat/internal/store"
+	"github.com/commucat/commucat/internal/store/sqlite"
+)
+
+// Version is the server release.
+var Version = "0.1.0-dev"
+
+// Options are what the caller injects.
+type Options struct {
+	Config *config.Config
+	Logger *slog.Logger
+	// Registry receives the metrics; nil means a fresh registry.
+	Registry *prometheus.Registry
+	Now      func() time.Time
+	Rand     io.Reader
+	// NoMigrate refuses to start with pending migrations (§12.1).
+	NoMigrate bool
+}
+
+// settings is the part of the configuration the HTTP layer reads.
+type settings struct {
+	Domain         string
+	WebSocket      bool
+	Keepalive      time.Duration
+	SessionTTL     time.Duration
+	PresenceTTL    time.Duration
+	PairingTTL     time.Duration
+	AutoApprove    bool
+	MaxAutoDevices int
+	Versions       []int
+	TrustedProxies []netip.Prefix
+}
+
+// Server is one node.
+type Server struct {
+	opts     Options
+	cfg      settings
+	conf     *config.Config
+	log      *slog.Logger
+	now      func() time.Time
+	rand     io.Reader
+	store    store.Store
+	metrics  *metrics.Metrics
+	registry *prometheus.Registry
+	ledger   ledger.Ledger
+	keys     *noiseKeys
+	ca       ed25519.PrivateKey
+	caPub    [32]byte
+	features noiseconn.ServerFeatures
+	reg      *router.Registry
+	presence *router.LocalPresence
+	writer   *router.Writer
+	sessions *session.Manager
+	health   transportHealth
+	draining atomic.Bool
+
+	httpSrv *http.Server
+	ln      net.Listener
+	bgWG    sync.WaitGroup
+}
+
+// New opens storage, applies migrations, loads the secrets and builds the
+// node. It does not listen yet.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	c := opts.Config
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{opts: opts, conf: c, log: opts.Logger, now: opts.Now, rand: opts.Rand, registry: opts.Registry}
+	s.cfg = settings{
+		Domain: c.Server.Domain, WebSocket: c.Server.WebSocket, Keepalive: c.Server.ConnectionKeepalive,
+		SessionTTL: c.Server.SessionTTL, PresenceTTL: c.Presence.TTL, PairingTTL: c.Pairing.TTL,
+		AutoApprove: c.Server.AutoApproveDevices, MaxAutoDevices: c.Server.MaxAutoDevicesPerUser,
+		Versions: c.SupportedVersions(), TrustedProxies: c.Server.TrustedProxies,
+	}
+	s.metrics = metrics.New(s.registry)
+	metrics.RegisterRuntime(s.registry)
+
+	st, err := OpenStore(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
+	if err := migrate(ctx, st, opts.NoMigrate); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if s.ca, err = identity.DeviceCA(c.Crypto.FederationSeed); err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.caPub = identity.PublicKey32(s.ca)
+	s.keys = &noiseKeys{store: st, now: s.now, rand: s.rand, policy: c.Rotation.Noise, log: s.log, rotations: s.metrics.SecretRotationsNoise}
+	if err := s.keys.init(ctx, c.Crypto.NoisePrivate, c.Crypto.NoisePublic); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if s.ledger, err = ledger.New(string(c.Ledger.Mode), c.Ledger.Target, s.now, s.log); err != nil {
+		st.Close()
+		return nil, err
+	}
+
+	s.features = noiseconn.ServerFeatures{V2: true}
+	s.reg = router.NewRegistry()
+	s.presence = router.NewLocalPresence()
+	s.writer = router.NewWriter(router.WriterConfig{
+		Store: st, Registry: s.reg, Logger: s.log,
+		OnCommit: func(n int) { s.metrics.RelayEnqueued.Add(float64(n)) },
+	})
+	padding := noiseconn.PaddingNone
+	if c.Security.Padding == config.PaddingBuckets {
+		padding = noiseconn.PaddingBuckets
+	}
+	fl := c.Security.RateLimit.Frame
+	s.sessions = session.NewManager(session.Config{
+		Domain: c.Server.Domain, Prologue: []byte(c.Crypto.Prologue), Versions: s.cfg.Versions,
+		Features: s.features, Padding: padding,
+		AutoApprove: c.Server.AutoApproveDevices, MaxAutoDevices: c.Server.MaxAutoDevicesPerUser,
+		Keepalive: c.Server.ConnectionKeepalive, HandshakeTimeout: c.Server.HandshakeTimeout,
+		RelayTTL: c.Limits.RelayTTL, PresenceTTL: c.Presence.TTL, OpenChannels: c.Security.OpenChannels,
+		Federation: c.Federation.Enabled,
+		FrameLimit: ratelimit.Config{Burst: fl.Burst, Window: fl.Window, Penalty: fl.Penalty},
+		NodeID:     c.Server.NodeID,
+	}, session.Deps{
+		Store: st, Registry: s.reg, Presence: s.presence, Writer: s.writer, Keys: s.keys.current,
+		CA: s.ca, Metrics: s.metrics, Ledger: s.ledger, Logger: s.log, Now: s.now, Rand: s.rand,
+	})
+	return s, nil
+}
+
+// OpenStore opens the configured storage backend.
+func OpenStore(ctx context.Context, c *config.Config) (interface {
+	store.Store
+	store.Migrator
+}, error) {
+	if c.Storage.PostgresDSN != "" {
+		return nil, errors.New("storage.postgres_dsn: the PostgreSQL backend is not available in this build yet")
+	}
+	st, err := sqlite.Open(ctx, c.Storage.SQLitePath)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", c.Storage.SQLitePath, err)
+	}
+	return st, nil
+}
+
+func migrate(ctx context.Context, st store.Store, noMigrate bool) error {
+	m, ok := st.(store.Migrator)
+	if !ok {
+		return nil
+	}
+	if noMigrate {
+		_, pending, err := m.SchemaVersion(ctx)
+		if err != nil {
+			return err
+		}
+		if pending {
+			return store.ErrPendingMigrations
+		}
+		return nil
+	}
+	_, _, err := m.Migrate(ctx)
+	return err
+}
+
+// TLSConfig returns the TLS configuration of §3.1.
+func TLSConfig(certFile, keyFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"h2", "http/1.1"},
+	}, nil
+}
+
+// Listen binds the configured address (or addr when not empty).
+func (s *Server) Listen(addr string) error {
+	if addr == "" {
+		addr = s.conf.Server.Bind
+	}
+	tlsConf, err := TLSConfig(s.conf.Server.TLSCert, s.conf.Server.TLSKey)
+	if err != nil {
+		return fmt.Errorf("loading TLS: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.ln = tls.NewListener(ln, tlsConf)
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	k := s.conf.Server.ConnectionKeepalive
+	s.httpSrv = &http.Server{
+		Handler:           &handler{s: s},
+		ReadHeaderTimeout: s.conf.Server.ReadHeaderTimeout,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		Protocols:         &protos,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: int(s.conf.Server.MaxConcurrentStreams),
+			MaxReadFrameSize:     16384,
+			SendPingTimeout:      k,
+			PingTimeout:          2 * k,
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	return nil
+}
+
+// Addr returns the listening address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve serves until ctx ends, then shuts down gracefully (§6.13).
+func (s *Server) Serve(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	writerDone := make(chan struct{})
+	go func() { defer close(writerDone); s.writer.Run(bg) }()
+	s.bgWG.Add(1)
+	go func() { defer s.bgWG.Done(); s.background(bg) }()
+
+	errc := make(chan error, 1)
+	go func() { errc <- s.httpSrv.Serve(s.ln) }()
+	s.log.Info("listening", "addr", s.ln.Addr().String(), "domain", s.cfg.Domain, "node", s.conf.Server.NodeID)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.draining.Store(true)
+	s.log.Info("shutting down", "connections", s.sessions.Active())
+	s.sessions.Drain()
+	grace := s.conf.Server.ShutdownGrace
+	deadline := time.Now().Add(grace)
+	for s.sessions.Active() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), max(grace, time.Second))
+	_ = s.httpSrv.Shutdown(sctx)
+	cancel()
+	_ = s.httpSrv.Close()
+	stopBG()
+	<-writerDone
+	s.bgWG.Wait()
+	_ = s.ledger.Close()
+	_ = s.store.Close()
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+// ready answers /readyz (§3.7).
+func (s *Server) ready(ctx context.Context) bool {
+	if s.draining.Load() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return s.store.Ping(ctx) == nil
+}
+
+// clientIP is the client IP of §3.2.
+func (s *Server) clientIP(r *http.Request) netip.Addr {
+	return ratelimit.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), s.cfg.TrustedProxies)
+}
+
+// background runs the periodic tasks of §9.3.
+func (s *Server) background(ctx context.Context) {
+	minute := time.NewTicker(60 * time.Second)
+	defer minute.Stop()
+	hour := time.NewTicker(time.Hour)
+	defer hour.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-minute.C:
+			s.purgeInbox(ctx)
+			s.presence.Sweep(s.now())
+			if err := s.keys.tick(ctx); err != nil {
+				s.log.Warn("noise key rotation", "err", err)
+			}
+		case <-hour.C:
+			if n, err := s.store.DeleteClosedSessions(ctx, s.now().Add(-s.cfg.SessionTTL)); err != nil {
+				s.log.Warn("deleting old sessions", "err", err)
+			} else if n > 0 {
+				s.log.Info("deleted old sessions", "count", n)
+			}
+		}
+	}
+}
+
+func (s *Server) purgeInbox(ctx context.Context) {
+	n, err := s.store.PurgeExpiredInbox(ctx, s.now())
+	if err != nil {
+		s.log.Warn("purging expired inbox entries", "err", err)
+		return
+	}
+	if n > 0 {
+		s.metrics.RelayExpired.Add(float64(n))
+		s.log.Info("purged expired inbox entries", "count", n)
+	}
+}
