@@ -35,8 +35,20 @@ fuzz:
 	  done; \
 	done
 
+# Development server: writes dev/commucat.toml (fresh keys, self-signed
+# certificate, SQLite in dev/data) on first use, turns auto-approval on so
+# new devices can connect without pairing, and starts the server.
+DEV ?= dev
 run: build
-	@echo "commucat-server is not built yet; see the open issues."
+	@test -f $(DEV)/commucat.toml || $(BIN)/commucat-cli init --dir $(DEV) --bind 127.0.0.1:9443 >/dev/null
+	@echo ""
+	@echo "CommuCat development server: https://localhost:9443  (config $(DEV)/commucat.toml)"
+	@echo "  landing page:  curl --cacert $(DEV)/certs/server.crt https://localhost:9443/"
+	@echo "  chat:          $(BIN)/commucat-client --server https://localhost:9443 --ca $(DEV)/certs/server.crt --handle alice"
+	@echo "                 (in a second terminal, another --handle and --state, then /join <channel> <device>)"
+	@echo "  stop with Ctrl-C"
+	@echo ""
+	COMMUCAT_AUTO_APPROVE_DEVICES=true COMMUCAT_MAX_AUTO_DEVICES=0 $(BIN)/commucat-server --config $(DEV)/commucat.toml
 
 clean:
 	rm -rf $(BIN)

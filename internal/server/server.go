@@ -263,7 +263,7 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- s.httpSrv.Serve(s.ln) }()
-	s.log.Info("listening", "addr", s.ln.Addr().String(), "domain", s.cfg.Domain, "node", s.conf.Server.NodeID)
+	s.log.Info("listening", "addr", s.ln.Addr().String(), "domain", s.cfg.Domain)
 
 	var serveErr error
 	select {
