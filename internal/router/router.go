@@ -28,6 +28,9 @@ type Peer interface {
 	// DeliverInbox hands over committed inbox entries for this device, in
 	// queue order. The peer may drop them and re-read the inbox later.
 	DeliverInbox(entries []store.InboxEntry)
+	// RequestCatchup makes the connection re-read its inbox (entries were
+	// committed elsewhere).
+	RequestCatchup()
 	// Kick ends the connection with ERROR Replaced or Device Revoked.
 	Kick(reason KickReason)
 	// WantsPresence reports whether the connection accepted presence.push.

@@ -30,6 +30,7 @@ import (
 	"github.com/commucat/commucat/internal/router"
 	"github.com/commucat/commucat/internal/session"
 	"github.com/commucat/commucat/internal/store"
+	redisstore "github.com/commucat/commucat/internal/store/redis"
 	"github.com/commucat/commucat/internal/store/sqlite"
 )
 
@@ -46,6 +47,8 @@ type Options struct {
 	Rand     io.Reader
 	// NoMigrate refuses to start with pending migrations (§12.1).
 	NoMigrate bool
+	// RedisPrefix is prepended to every Redis key and channel (tests).
+	RedisPrefix string
 }
 
 // settings is the part of the configuration the HTTP layer reads.
@@ -79,7 +82,10 @@ type Server struct {
 	caPub    [32]byte
 	features noiseconn.ServerFeatures
 	reg      *router.Registry
-	presence *router.LocalPresence
+	router   *router.Router
+	presence router.Presence
+	local    *router.LocalPresence // nil with Redis
+	cluster  *redisstore.Cluster   // nil without Redis
 	writer   *router.Writer
 	sessions *session.Manager
 	health   transportHealth
@@ -142,10 +148,25 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 
 	s.features = noiseconn.ServerFeatures{V2: true}
 	s.reg = router.NewRegistry()
-	s.presence = router.NewLocalPresence()
+	s.router = &router.Router{Registry: s.reg, Log: s.log}
+	if c.Storage.RedisURL != "" {
+		cl, err := redisstore.Open(redisstore.Options{
+			URL: c.Storage.RedisURL, NodeID: c.Server.NodeID, RouteTTL: 3 * c.Server.ConnectionKeepalive,
+			Prefix: opts.RedisPrefix, Logger: s.log, Now: s.now,
+		})
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		s.cluster, s.presence, s.router.Cluster = cl, cl, cl
+	} else {
+		s.local = router.NewLocalPresence()
+		s.presence = s.local
+	}
 	s.writer = router.NewWriter(router.WriterConfig{
 		Store: st, Registry: s.reg, Logger: s.log,
 		OnCommit: func(n int) { s.metrics.RelayEnqueued.Add(float64(n)) },
+		Dispatch: s.router.NotifyInbox,
 	})
 	padding := noiseconn.PaddingNone
 	if c.Security.Padding == config.PaddingBuckets {
@@ -162,7 +183,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		FrameLimit: ratelimit.Config{Burst: fl.Burst, Window: fl.Window, Penalty: fl.Penalty},
 		NodeID:     c.Server.NodeID,
 	}, session.Deps{
-		Store: st, Registry: s.reg, Presence: s.presence, Writer: s.writer, Keys: s.keys.current,
+		Store: st, Router: s.router, Presence: s.presence, Writer: s.writer, Keys: s.keys.current,
 		CA: s.ca, Metrics: s.metrics, Ledger: s.ledger, Logger: s.log, Now: s.now, Rand: s.rand,
 	})
 	return s, nil
@@ -260,6 +281,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer close(writerDone); s.writer.Run(bg) }()
 	s.bgWG.Add(1)
 	go func() { defer s.bgWG.Done(); s.background(bg) }()
+	if s.cluster != nil {
+		s.bgWG.Add(2)
+		go func() {
+			defer s.bgWG.Done()
+			_ = s.cluster.Run(bg, s.router.Handle, s.router.CatchUpAll)
+		}()
+		go func() { defer s.bgWG.Done(); s.refreshRoutes(bg) }()
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- s.httpSrv.Serve(s.ln) }()
@@ -286,6 +315,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-writerDone
 	s.bgWG.Wait()
 	_ = s.ledger.Close()
+	if s.cluster != nil {
+		_ = s.cluster.Close()
+	}
 	_ = s.store.Close()
 	if errors.Is(serveErr, http.ErrServerClosed) {
 		serveErr = nil
@@ -300,7 +332,33 @@ func (s *Server) ready(ctx context.Context) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	if s.cluster != nil && s.cluster.Ping(ctx) != nil {
+		return false
+	}
 	return s.store.Ping(ctx) == nil
+}
+
+// refreshRoutes renews this node's route keys every K (§9.4).
+func (s *Server) refreshRoutes(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		peers := s.reg.All()
+		devs := make([]string, len(peers))
+		for i, p := range peers {
+			devs[i] = p.DeviceID()
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := s.cluster.RefreshRoutes(rctx, devs); err != nil {
+			s.log.Warn("refreshing routes", "err", err)
+		}
+		cancel()
+	}
 }
 
 // clientIP is the client IP of §3.2.
@@ -320,7 +378,9 @@ func (s *Server) background(ctx context.Context) {
 			return
 		case <-minute.C:
 			s.purgeInbox(ctx)
-			s.presence.Sweep(s.now())
+			if s.local != nil {
+				s.local.Sweep(s.now())
+			}
 			if err := s.keys.tick(ctx); err != nil {
 				s.log.Warn("noise key rotation", "err", err)
 			}

@@ -331,9 +331,10 @@ func (c *conn) run(rd *ccp.Reader, hs *handshakeResult, start time.Time) EndReas
 	m.mu.Lock()
 	m.conns[c] = struct{}{}
 	m.mu.Unlock()
-	if old := m.d.Registry.Register(c); old != nil {
+	if old := m.d.Router.Registry.Register(c); old != nil {
 		old.Kick(router.KickReplaced)
 	}
+	m.d.Router.Claim(c.device.ID, c.sessionID)
 	c.setPresence(stateOnline)
 	if err := c.writeDirect(ccp.Ack, 0, 2, ack); err != nil {
 		c.cleanup()
@@ -405,6 +406,8 @@ func (c *conn) DeliverLive(t ccp.FrameType, ch uint32, payload []byte) bool {
 
 func (c *conn) DeliverInbox(entries []store.InboxEntry) { c.out.pushInbox(entries) }
 
+func (c *conn) RequestCatchup() { c.out.requestCatchup() }
+
 // cleanup runs §6.10.
 func (c *conn) cleanup() {
 	m := c.m
@@ -418,10 +421,11 @@ func (c *conn) cleanup() {
 	if err := m.d.Store.CloseSession(ctx, c.sessionID, now); err != nil {
 		c.log.Warn("recording session end", "err", err)
 	}
-	if c.replaced.Load() || !m.d.Registry.Unregister(c) {
+	if c.replaced.Load() || !m.d.Router.Registry.Unregister(c) {
 		c.log.Info("disconnected (replaced)")
 		return
 	}
+	m.d.Router.Release(c.device.ID)
 	c.setPresence(stateOffline)
 	c.pushPresence(stateOffline)
 	c.log.Info("disconnected", "reason", int(c.endReason(EndNormal)))

@@ -456,9 +456,7 @@ func (c *conn) handleTyping(f ccp.Frame, received time.Time) ([]byte, *protoErr)
 // fanOutLive delivers a live frame to the online recipients.
 func (c *conn) fanOutLive(t ccp.FrameType, ch uint32, payload []byte, rcpts []string) {
 	for _, r := range rcpts {
-		if p := c.m.d.Registry.Lookup(r); p != nil {
-			p.DeliverLive(t, ch, payload)
-		}
+		c.m.d.Router.DeliverLive(r, t, ch, payload, false)
 	}
 }
 

@@ -106,7 +106,7 @@ func newTestNode(t *testing.T, mutate func(*Config)) *testNode {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	n.m = NewManager(cfg, Deps{
-		Store: st, Registry: reg, Presence: router.NewLocalPresence(), Writer: w,
+		Store: st, Router: &router.Router{Registry: reg, Log: logger}, Presence: router.NewLocalPresence(), Writer: w,
 		Keys: func() []noiseconn.ServerKey { return n.keys }, CA: ca, Metrics: mt, Logger: logger,
 	})
 	t.Cleanup(func() {

@@ -92,7 +92,7 @@ type KeySource func() []noiseconn.ServerKey
 // Deps are the shared services a Manager uses.
 type Deps struct {
 	Store    store.Store
-	Registry *router.Registry
+	Router   *router.Router
 	Presence router.Presence
 	Writer   *router.Writer
 	Keys     KeySource

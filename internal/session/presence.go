@@ -84,9 +84,7 @@ func (c *conn) coMembers() []string {
 func (c *conn) pushPresence(state string) {
 	e := c.presenceEntry(state, c.m.d.Now())
 	for _, d := range c.coMembers() {
-		if p := c.m.d.Registry.Lookup(d); p != nil && p.WantsPresence() {
-			p.DeliverLive(ccp.Presence, 0, e.Payload)
-		}
+		c.m.d.Router.DeliverLive(d, ccp.Presence, 0, e.Payload, true)
 	}
 }
 

@@ -1,0 +1,346 @@
+// Package redis holds the Redis-backed shared state of several nodes
+// (spec §9.4): presence entries, the device-to-node routes, node
+// heartbeats and the node bus (pub/sub).
+package redis
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/commucat/commucat/internal/canonjson"
+	"github.com/commucat/commucat/internal/router"
+)
+
+const (
+	heartbeatTTL   = 30 * time.Second
+	heartbeatEvery = 10 * time.Second
+)
+
+// Options configure a Cluster.
+type Options struct {
+	URL    string // redis://host:port/db
+	NodeID string
+	// RouteTTL is the lifetime of route keys: 3 × K (§9.4).
+	RouteTTL time.Duration
+	// Prefix is prepended to every key and channel (tests use a random
+	// one; production uses "").
+	Prefix string
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Cluster implements router.Cluster and router.Presence on Redis.
+type Cluster struct {
+	rdb  *goredis.Client
+	opts Options
+}
+
+var _ router.Cluster = (*Cluster)(nil)
+var _ router.Presence = (*Cluster)(nil)
+
+// Open connects to Redis (lazily: a down server is reported by Ping and by
+// every operation, and the client reconnects by itself).
+func Open(opts Options) (*Cluster, error) {
+	o, err := goredis.ParseURL(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("storage.redis_url: %w", err)
+	}
+	o.DialTimeout = 2 * time.Second
+	o.ReadTimeout = 2 * time.Second
+	o.WriteTimeout = 2 * time.Second
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Cluster{rdb: goredis.NewClient(o), opts: opts}, nil
+}
+
+// Close closes the client.
+func (c *Cluster) Close() error { return c.rdb.Close() }
+
+func (c *Cluster) NodeID() string { return c.opts.NodeID }
+
+func (c *Cluster) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }
+
+func (c *Cluster) key(parts ...string) string {
+	k := c.opts.Prefix
+	for i, p := range parts {
+		if i > 0 {
+			k += ":"
+		}
+		k += p
+	}
+	return k
+}
+
+func (c *Cluster) nodeChannel(node string) string { return c.opts.Prefix + "commucat:node:" + node }
+
+// alive reports whether the node's heartbeat exists.
+func (c *Cluster) alive(ctx context.Context, node string) (bool, error) {
+	n, err := c.rdb.Exists(ctx, c.key("node", node)).Result()
+	return n == 1, err
+}
+
+func (c *Cluster) ClaimRoute(ctx context.Context, device string) (string, error) {
+	prev, err := c.rdb.SetArgs(ctx, c.key("route", device), c.opts.NodeID, goredis.SetArgs{TTL: c.opts.RouteTTL, Get: true}).Result()
+	if errors.Is(err, goredis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if prev == c.opts.NodeID {
+		return "", nil
+	}
+	ok, err := c.alive(ctx, prev)
+	if err != nil || !ok {
+		return "", err
+	}
+	return prev, nil
+}
+
+// Lua: renew or delete a route only while it still names this node.
+var (
+	refreshScript = goredis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
+	releaseScript = goredis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
+)
+
+func (c *Cluster) RefreshRoutes(ctx context.Context, devices []string) error {
+	if len(devices) == 0 {
+		return nil
+	}
+	pipe := c.rdb.Pipeline()
+	for _, d := range devices {
+		refreshScript.Run(ctx, pipe, []string{c.key("route", d)}, c.opts.NodeID, c.opts.RouteTTL.Milliseconds())
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+func (c *Cluster) ReleaseRoute(ctx context.Context, device string) error {
+	return releaseScript.Run(ctx, c.rdb, []string{c.key("route", device)}, c.opts.NodeID).Err()
+}
+
+func (c *Cluster) RouteOf(ctx context.Context, device string) (string, error) {
+	node, err := c.rdb.Get(ctx, c.key("route", device)).Result()
+	if errors.Is(err, goredis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if node == c.opts.NodeID {
+		return node, nil
+	}
+	ok, err := c.alive(ctx, node)
+	if err != nil || !ok {
+		return "", err
+	}
+	return node, nil
+}
+
+// wireMessage is the canonical JSON of a bus message (§9.4).
+type wireMessage struct {
+	CallID     *string `json:"call_id,omitempty"`
+	Channel    *uint32 `json:"channel,omitempty"`
+	Device     string  `json:"device"`
+	EnvelopeID *string `json:"envelope_id,omitempty"`
+	FrameType  *uint8  `json:"frame_type,omitempty"`
+	Kind       string  `json:"kind"`
+	Payload    *string `json:"payload,omitempty"`
+	Reason     *string `json:"reason,omitempty"`
+	ReplyTo    *string `json:"reply_to,omitempty"`
+	RequestID  *string `json:"request_id,omitempty"`
+	Sequence   *uint32 `json:"sequence,omitempty"`
+	Session    *string `json:"session,omitempty"`
+	// Nulls that the spec lists explicitly for deliver (envelope_id) are
+	// written by encode.
+}
+
+// EncodeMessage writes a bus message as the canonical JSON of §9.4.
+func EncodeMessage(m router.BusMessage) ([]byte, error) {
+	obj := map[string]any{"kind": m.Kind, "device": m.Device}
+	switch m.Kind {
+	case router.KindDeliver:
+		obj["frame_type"] = m.FrameType
+		obj["channel"] = m.Channel
+		obj["payload"] = base64.StdEncoding.EncodeToString(m.Payload)
+		if m.EnvelopeID != nil {
+			obj["envelope_id"] = *m.EnvelopeID
+		} else {
+			obj["envelope_id"] = nil
+		}
+	case router.KindKick:
+		obj["reason"] = m.Reason
+		obj["session"] = m.Session
+	case router.KindCall:
+		if m.CallID != nil {
+			obj["call_id"] = *m.CallID
+		} else {
+			obj["call_id"] = nil
+		}
+		obj["frame_type"] = m.FrameType
+		obj["channel"] = m.Channel
+		obj["sequence"] = m.Sequence
+		obj["payload"] = base64.StdEncoding.EncodeToString(m.Payload)
+		obj["reply_to"] = m.ReplyTo
+		obj["request_id"] = m.RequestID
+	case router.KindCallReply:
+		obj["request_id"] = m.RequestID
+		obj["frame_type"] = m.FrameType
+		obj["channel"] = m.Channel
+		obj["payload"] = base64.StdEncoding.EncodeToString(m.Payload)
+	default:
+		return nil, fmt.Errorf("unknown bus message kind %q", m.Kind)
+	}
+	return canonjson.Marshal(obj)
+}
+
+// maxBusMessage bounds a bus message (a 16 MiB frame in base64 plus room).
+const maxBusMessage = 24 << 20
+
+// DecodeMessage parses a bus message.
+func DecodeMessage(b []byte) (router.BusMessage, error) {
+	var m router.BusMessage
+	if len(b) > maxBusMessage {
+		return m, errors.New("bus message too large")
+	}
+	var w wireMessage
+	if err := json.Unmarshal(b, &w); err != nil {
+		return m, err
+	}
+	m.Kind, m.Device = w.Kind, w.Device
+	if w.Kind == "" || w.Device == "" {
+		return m, errors.New("bus message without kind or device")
+	}
+	if w.FrameType != nil {
+		m.FrameType = *w.FrameType
+	}
+	if w.Channel != nil {
+		m.Channel = *w.Channel
+	}
+	if w.Sequence != nil {
+		m.Sequence = *w.Sequence
+	}
+	if w.Payload != nil {
+		p, err := base64.StdEncoding.DecodeString(*w.Payload)
+		if err != nil {
+			return m, fmt.Errorf("bus payload: %w", err)
+		}
+		m.Payload = p
+	}
+	m.EnvelopeID, m.CallID = w.EnvelopeID, w.CallID
+	for dst, src := range map[*string]*string{&m.Reason: w.Reason, &m.Session: w.Session, &m.ReplyTo: w.ReplyTo, &m.RequestID: w.RequestID} {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	return m, nil
+}
+
+func (c *Cluster) Publish(ctx context.Context, node string, m router.BusMessage) error {
+	b, err := EncodeMessage(m)
+	if err != nil {
+		return err
+	}
+	return c.rdb.Publish(ctx, c.nodeChannel(node), b).Err()
+}
+
+// heartbeat writes node:<id> with the current time.
+func (c *Cluster) heartbeat(ctx context.Context) error {
+	return c.rdb.Set(ctx, c.key("node", c.opts.NodeID), canonjson.FormatTime(c.opts.Now()), heartbeatTTL).Err()
+}
+
+// Run keeps the heartbeat and dispatches this node's bus messages until ctx
+// ends. Redis outages are logged and retried; the subscription is restored
+// by the client and resubscribed is called each time it is (re)confirmed.
+func (c *Cluster) Run(ctx context.Context, handle func(router.BusMessage), resubscribed func()) error {
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			if err := c.heartbeat(ctx); err != nil && ctx.Err() == nil {
+				c.opts.Logger.Warn("redis heartbeat failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	defer func() { <-hbDone }()
+	ps := c.rdb.Subscribe(ctx, c.nodeChannel(c.opts.NodeID))
+	defer ps.Close()
+	for {
+		msg, err := ps.Receive(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			c.opts.Logger.Warn("redis bus receive failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		switch v := msg.(type) {
+		case *goredis.Subscription:
+			if v.Kind == "subscribe" && resubscribed != nil {
+				resubscribed()
+			}
+		case *goredis.Message:
+			m, err := DecodeMessage([]byte(v.Payload))
+			if err != nil {
+				c.opts.Logger.Warn("bad bus message", "err", err)
+				continue
+			}
+			handle(m)
+		}
+	}
+}
+
+// Presence (§9.4: presence:<device> holds the entry JSON with SETEX).
+
+func (c *Cluster) Set(ctx context.Context, e router.PresenceEntry) error {
+	ttl := e.ExpiresAt.Sub(c.opts.Now())
+	if ttl <= 0 {
+		return c.rdb.Del(ctx, c.key("presence", e.Device)).Err()
+	}
+	return c.rdb.Set(ctx, c.key("presence", e.Device), e.Payload, ttl).Err()
+}
+
+func (c *Cluster) Get(ctx context.Context, device string, now time.Time) (router.PresenceEntry, bool, error) {
+	b, err := c.rdb.Get(ctx, c.key("presence", device)).Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return router.PresenceEntry{}, false, nil
+	}
+	if err != nil {
+		return router.PresenceEntry{}, false, err
+	}
+	var v struct {
+		State     string `json:"state"`
+		ExpiresAt string `json:"expires_at"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return router.PresenceEntry{}, false, err
+	}
+	exp, err := canonjson.ParseTime(v.ExpiresAt)
+	if err != nil || !now.Before(exp) {
+		return router.PresenceEntry{}, false, err
+	}
+	return router.PresenceEntry{Device: device, State: v.State, ExpiresAt: exp, Payload: b}, true, nil
+}
