@@ -400,8 +400,26 @@ func (c *conn) SessionID() string   { return c.sessionID }
 func (c *conn) WantsPresence() bool { return c.presence }
 
 func (c *conn) DeliverLive(t ccp.FrameType, ch uint32, payload []byte) bool {
-	ok := c.out.pushLive(outFrame{t: t, ch: ch, payload: payload, accepted: c.m.d.Now()})
-	return ok
+	if c.version == noiseconn.Version1 && (t == ccp.VoiceFrame || t == ccp.VideoFrame) {
+		// §7.8: v1 recipients get bare Opus or VP8 and nothing else.
+		if !bareForV1(t, payload) {
+			return false
+		}
+		payload = payload[3:]
+	}
+	return c.out.pushLive(outFrame{t: t, ch: ch, payload: payload, accepted: c.m.d.Now()})
+}
+
+// bareForV1 reports whether a media payload is encoded or hybrid Opus
+// (voice) or VP8 (video), the only media a v1 recipient receives.
+func bareForV1(t ccp.FrameType, p []byte) bool {
+	if len(p) < 3 || p[0] != 1 || (p[1] != 0 && p[1] != 2) {
+		return false
+	}
+	if t == ccp.VoiceFrame {
+		return p[2] == 0
+	}
+	return p[2] == 1
 }
 
 func (c *conn) DeliverInbox(entries []store.InboxEntry) { c.out.pushInbox(entries) }
@@ -418,6 +436,11 @@ func (c *conn) cleanup() {
 	now := m.d.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// §8.2: the token stays valid for session_ttl after the later of the
+	// connection's end and its last authenticated request.
+	if err := m.d.Store.TouchSession(ctx, c.sessionID, now); err != nil {
+		c.log.Warn("recording session activity", "err", err)
+	}
 	if err := m.d.Store.CloseSession(ctx, c.sessionID, now); err != nil {
 		c.log.Warn("recording session end", "err", err)
 	}
@@ -428,6 +451,7 @@ func (c *conn) cleanup() {
 	m.d.Router.Release(c.device.ID)
 	c.setPresence(stateOffline)
 	c.pushPresence(stateOffline)
+	m.d.Calls.Disconnect(c.device.ID)
 	c.log.Info("disconnected", "reason", int(c.endReason(EndNormal)))
 }
 

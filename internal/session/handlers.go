@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/commucat/commucat/ccp"
 	"github.com/commucat/commucat/internal/canonjson"
+	"github.com/commucat/commucat/internal/media"
 	"github.com/commucat/commucat/internal/noiseconn"
 	"github.com/commucat/commucat/internal/store"
 )
@@ -506,33 +506,54 @@ func (c *conn) handleClientAck(f ccp.Frame) *protoErr {
 	return perr(ccp.TitleInvalidPayload, "ACK payload must be {\"ack\":n} or {\"keepalive\":t}")
 }
 
-// handleCall answers call signalling and media until calls are
-// implemented (§7): there is never an active call, so media frames and
-// references to a call are Not Found, and CALL_END is idempotent.
+// handleCall implements call signalling and media (§7.2, §7.5).
 func (c *conn) handleCall(f ccp.Frame, _ time.Time) ([]byte, *protoErr) {
+	calls := c.m.d.Calls
 	if f.Type == ccp.VoiceFrame || f.Type == ccp.VideoFrame {
-		return nil, perr(ccp.TitleNotFound, "no active call on this channel")
+		if f.Channel == 0 {
+			return nil, perr(ccp.TitleInvalidPayload, detailReserved)
+		}
+		s := media.Sender{
+			Device:   c.device.ID,
+			RawAudio: noiseconn.HasCapability(c.accepted, noiseconn.CapRawAudio),
+			RawVideo: noiseconn.HasCapability(c.accepted, noiseconn.CapRawVideo),
+		}
+		if e := calls.Media(s, f.Type, f.Channel, f.Payload); e != nil {
+			return nil, perr(e.Title, e.Detail)
+		}
+		return nil, nil
 	}
 	obj, e := objectPayload(f)
 	if e != nil {
 		return nil, e
 	}
-	callID, ok, e := optString(obj, "call_id")
-	if e != nil {
-		return nil, e
-	}
-	if !ok || callID == "" {
-		return nil, perr(ccp.TitleInvalidPayload, "call_id is required")
-	}
 	if f.Channel == 0 {
 		return nil, perr(ccp.TitleInvalidPayload, detailReserved)
 	}
-	switch f.Type {
-	case ccp.CallEnd:
-		reason, _, _ := optString(obj, "reason")
-		return ackPayload(f.Sequence, member("call_id", callID), member("reason", reason)), nil
-	case ccp.CallOffer:
-		return nil, perr(ccp.TitleInternalError, "calls are not available on this server yet")
+	payload, e := c.attributed(obj)
+	if e != nil {
+		return nil, e
 	}
-	return nil, perr(ccp.TitleNotFound, fmt.Sprintf("unknown call %q", callID))
+	var ack []byte
+	var me *media.Error
+	switch f.Type {
+	case ccp.CallOffer:
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		members, err := c.m.d.Store.ChannelMembers(ctx, f.Channel)
+		cancel()
+		if err != nil {
+			return nil, errInternal
+		}
+		ack, me = calls.Offer(c.device.ID, f.Channel, f.Sequence, f.Payload, payload, members)
+	case ccp.CallAnswer:
+		ack, me = calls.Answer(c.device.ID, f.Channel, f.Sequence, f.Payload, payload)
+	case ccp.CallEnd:
+		ack, me = calls.End(c.device.ID, f.Channel, f.Sequence, f.Payload, payload)
+	case ccp.CallStats:
+		ack, me = calls.Stats(c.device.ID, f.Channel, f.Sequence, f.Payload, payload)
+	}
+	if me != nil {
+		return nil, perr(me.Title, me.Detail)
+	}
+	return ack, nil
 }

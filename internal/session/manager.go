@@ -20,8 +20,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commucat/commucat/ccp"
 	"github.com/commucat/commucat/internal/identity"
 	"github.com/commucat/commucat/internal/ledger"
+	"github.com/commucat/commucat/internal/media"
 	"github.com/commucat/commucat/internal/metrics"
 	"github.com/commucat/commucat/internal/noiseconn"
 	"github.com/commucat/commucat/internal/ratelimit"
@@ -93,6 +95,7 @@ type KeySource func() []noiseconn.ServerKey
 type Deps struct {
 	Store    store.Store
 	Router   *router.Router
+	Calls    *media.Manager
 	Presence router.Presence
 	Writer   *router.Writer
 	Keys     KeySource
@@ -130,6 +133,13 @@ func NewManager(cfg Config, d Deps) *Manager {
 	}
 	if d.Ledger == nil {
 		d.Ledger = ledger.Null{}
+	}
+	if d.Calls == nil {
+		r := d.Router
+		d.Calls = media.NewManager(media.Config{
+			Deliver: func(dev string, t ccp.FrameType, ch uint32, p []byte) { r.DeliverLive(dev, t, ch, p, false) },
+			Metrics: d.Metrics, Ledger: d.Ledger, Logger: d.Logger, Now: d.Now,
+		})
 	}
 	m := &Manager{cfg: cfg, d: d, conns: make(map[*conn]struct{})}
 	m.caPub = identity.PublicKey32(d.CA)
