@@ -8,19 +8,30 @@ BIN := bin
 
 all: build
 
+# Codecs (spec §7.6): scripts/ensure-codecs.sh installs libopus-dev and
+# libvpx-dev when it can and otherwise says what to install; CODEC_TAGS
+# then picks -tags=nocodecs (or noopus/novpx) so that a machine without
+# them still builds, without transcoding (§7.9). By hand:
+#   go build -tags nocodecs ./...    # without libopus and libvpx
+#   CGO_ENABLED=0 go build ./...     # without cgo: no codecs either
+CODEC_TAGS = $$(scripts/ensure-codecs.sh --tags)
+
 build:
 	@scripts/ensure-go.sh
-	$(GO) build -o $(BIN)/ ./cmd/...
+	@scripts/ensure-codecs.sh
+	$(GO) build $(CODEC_TAGS) -o $(BIN)/ ./cmd/...
 
 # Every test, with the race detector, plus the static checks CI requires.
 test: check
-	$(GO) test -race -count=1 ./...
+	@scripts/ensure-codecs.sh
+	$(GO) test -race -count=1 $(CODEC_TAGS) ./...
 
 check:
 	@scripts/ensure-go.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	$(GO) vet $(CODEC_TAGS) ./...
+	$(GO) vet -tags nocodecs ./...
 	CGO_ENABLED=0 $(GO) build ./...
 
 fmt:

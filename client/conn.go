@@ -729,6 +729,10 @@ func (c *Conn) readLoop(r *ccp.Reader) {
 		if lastUnsolicited != nil {
 			err = fmt.Errorf("%w: %w", ErrStreamEnded, lastUnsolicited)
 		}
+	case lastUnsolicited != nil && !c.closing.Load():
+		// The server said why it ends the stream (Replaced, Device
+		// Revoked, ...); that is the reason, however the bytes ended.
+		err = fmt.Errorf("%w: %w", ErrStreamEnded, lastUnsolicited)
 	case errors.Is(err, noiseconn.ErrRecord):
 		err = fmt.Errorf("client: record layer: %w", err)
 	default:

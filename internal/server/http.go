@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,8 +14,10 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/commucat/commucat/internal/canonjson"
+	"github.com/commucat/commucat/internal/httpapi"
 	"github.com/commucat/commucat/internal/metrics"
 	"github.com/commucat/commucat/internal/noiseconn"
+	"github.com/commucat/commucat/internal/ratelimit"
 	"github.com/commucat/commucat/internal/session"
 )
 
@@ -80,14 +83,27 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.s.metrics.HTTPRequestDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		}()
 	}
-	switch r.URL.Path {
-	case "/", "/index.html":
+	s := h.s
+	path := r.URL.Path
+	switch path {
+	case "/connect", "/healthz", "/readyz":
+	default:
+		// The http zone (§8.3) covers every other request, unknown
+		// routes included.
+		if ok, retry := s.httpZone.Allow(ratelimit.ClientKey(s.clientIP(r))); !ok {
+			s.metrics.RateLimitHTTP.Inc()
+			tooManyRequests(w, retry)
+			return
+		}
+	}
+	switch {
+	case path == "/" || path == "/index.html":
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write([]byte(landingPage))
-	case "/healthz":
+	case path == "/healthz":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok"))
-	case "/readyz":
+	case path == "/readyz":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if h.s.ready(r.Context()) {
 			_, _ = w.Write([]byte("ready"))
@@ -95,14 +111,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("degraded"))
-	case "/connect":
+	case path == "/connect":
 		h.connect(w, r)
-	case "/api/server-info":
-		if r.Method != http.MethodGet {
-			notFound(w)
-			return
-		}
-		writeJSON(w, h.s.serverInfo())
+	case path == "/metrics":
+		h.metrics(w, r)
+	case httpapi.Handles(path):
+		s.api.ServeHTTP(w, r)
 	default:
 		notFound(w)
 	}
@@ -125,11 +139,19 @@ func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
 		notFound(w)
 		return
 	}
+	ip := s.clientIP(r)
+	if ok, retry := s.connectZone.Allow(ratelimit.ClientKey(ip)); !ok {
+		s.metrics.RateLimitConnect.Inc()
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		tooManyRequests(w, retry)
+		return
+	}
 	if s.draining.Load() {
 		refuseConnect(w, r, http.StatusServiceUnavailable, "ServiceUnavailable", "service unavailable")
 		return
 	}
-	ip := s.clientIP(r)
 	if r.Method == http.MethodGet {
 		h.connectWebSocket(w, r, ip)
 		return
@@ -154,6 +176,28 @@ func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
 	t := &httpTransport{body: r.Body, w: w, rc: rc, kind: kind}
 	defer t.finish()
 	s.serveStream(r.Context(), t, ip, kind, nil)
+}
+
+// tooManyRequests is the 429 of §8.3.
+func tooManyRequests(w http.ResponseWriter, retry time.Duration) {
+	w.Header().Set("Retry-After", strconv.FormatInt(ratelimit.RetryAfterSeconds(retry), 10))
+	writeProblem(w, http.StatusTooManyRequests, "Too Many Requests", "")
+}
+
+// metrics serves /metrics with the admin rule of §8.2: the admin token
+// whenever one exists, else loopback clients only.
+func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
+	s := h.s
+	if s.admins.Exists() {
+		if !s.admins.Check(httpapi.ParseAuthorization(r.Header.Get("Authorization"))) {
+			writeProblem(w, http.StatusUnauthorized, "Unauthorized", "")
+			return
+		}
+	} else if !s.clientIP(r).IsLoopback() {
+		writeProblem(w, http.StatusForbidden, "Forbidden", "")
+		return
+	}
+	s.metricsH.ServeHTTP(w, r)
 }
 
 // refuseConnect answers a /connect request with an error. On HTTP/1.1 the
@@ -295,4 +339,26 @@ func (h *transportHealth) observe(kind string, d time.Duration) {
 		s = s[1:]
 	}
 	h.samples[kind] = s
+}
+
+// median returns the median handshake round trip on a transport in the
+// last five minutes (§8.4.8), false without samples.
+func (h *transportHealth) median(kind string) (time.Duration, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	var d []time.Duration
+	for _, x := range h.samples[kind] {
+		if now.Sub(x.at) <= healthWindow {
+			d = append(d, x.rtt)
+		}
+	}
+	if len(d) == 0 {
+		return 0, false
+	}
+	slices.Sort(d)
+	if len(d)%2 == 1 {
+		return d[len(d)/2], true
+	}
+	return (d[len(d)/2-1] + d[len(d)/2]) / 2, true
 }

@@ -30,6 +30,22 @@ type noiseKeys struct {
 
 	mu   sync.RWMutex
 	keys []noiseconn.ServerKey // non-expired, newest first
+	rows []store.NoiseKey      // the same keys with their ML-KEM seeds
+}
+
+// stored returns the non-expired keys with their ML-KEM seeds, newest
+// first (the REST API's p2p assist needs the seeds, §8.4.8).
+func (k *noiseKeys) stored() []store.NoiseKey {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	now := k.now()
+	out := make([]store.NoiseKey, 0, len(k.rows))
+	for _, r := range k.rows {
+		if now.Before(r.ExpiresAt) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // current returns the non-expired keys, newest first.
@@ -108,17 +124,19 @@ func (k *noiseKeys) reload(ctx context.Context) error {
 	}
 	now := k.now()
 	keys := make([]noiseconn.ServerKey, 0, len(rows))
+	kept := make([]store.NoiseKey, 0, len(rows))
 	for _, r := range rows {
 		if !now.Before(r.ExpiresAt) {
 			continue
 		}
+		kept = append(kept, r)
 		keys = append(keys, noiseconn.ServerKey{Version: r.Version, Private: r.Private, Public: r.Public, ValidAfter: r.ValidAfter, RotatesAt: r.RotatesAt, ExpiresAt: r.ExpiresAt})
 	}
 	if len(keys) == 0 {
 		return errors.New("no non-expired Noise key")
 	}
 	k.mu.Lock()
-	k.keys = keys
+	k.keys, k.rows = keys, kept
 	k.mu.Unlock()
 	return nil
 }

@@ -21,15 +21,20 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/commucat/commucat/ccp"
 	"github.com/commucat/commucat/internal/config"
+	"github.com/commucat/commucat/internal/httpapi"
 	"github.com/commucat/commucat/internal/identity"
 	"github.com/commucat/commucat/internal/ledger"
+	"github.com/commucat/commucat/internal/media"
 	"github.com/commucat/commucat/internal/metrics"
 	"github.com/commucat/commucat/internal/noiseconn"
 	"github.com/commucat/commucat/internal/ratelimit"
 	"github.com/commucat/commucat/internal/router"
+	"github.com/commucat/commucat/internal/secrets"
 	"github.com/commucat/commucat/internal/session"
 	"github.com/commucat/commucat/internal/store"
+	"github.com/commucat/commucat/internal/store/postgres"
 	redisstore "github.com/commucat/commucat/internal/store/redis"
 	"github.com/commucat/commucat/internal/store/sqlite"
 )
@@ -63,6 +68,7 @@ type settings struct {
 	MaxAutoDevices int
 	Versions       []int
 	TrustedProxies []netip.Prefix
+	NodeID         string
 }
 
 // Server is one node.
@@ -88,8 +94,14 @@ type Server struct {
 	cluster  *redisstore.Cluster   // nil without Redis
 	writer   *router.Writer
 	sessions *session.Manager
-	health   transportHealth
-	draining atomic.Bool
+	calls    *media.Manager
+	api      *httpapi.API
+	admins   *secrets.AdminTokens
+	metricsH http.Handler
+	// Rate-limit zones of §8.3 (the frame zone lives in each session).
+	httpZone, connectZone, pairingZone *ratelimit.Limiter
+	health                             transportHealth
+	draining                           atomic.Bool
 
 	httpSrv *http.Server
 	ln      net.Listener
@@ -118,6 +130,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		SessionTTL: c.Server.SessionTTL, PresenceTTL: c.Presence.TTL, PairingTTL: c.Pairing.TTL,
 		AutoApprove: c.Server.AutoApproveDevices, MaxAutoDevices: c.Server.MaxAutoDevicesPerUser,
 		Versions: c.SupportedVersions(), TrustedProxies: c.Server.TrustedProxies,
+		NodeID: c.Server.NodeID,
 	}
 	s.metrics = metrics.New(s.registry)
 	metrics.RegisterRuntime(s.registry)
@@ -146,7 +159,14 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 
-	s.features = noiseconn.ServerFeatures{V2: true}
+	codecSet, features := codecs(c.Media.Transcode)
+	s.features = features
+	s.admins = secrets.NewAdminTokens(st, s.now, s.rand, c.Rotation.Admin, c.Admin.Token, c.Admin.TokenFile,
+		s.log, s.metrics.SecretRotationsAdmin)
+	if err := s.admins.Init(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("admin tokens: %w", err)
+	}
 	s.reg = router.NewRegistry()
 	s.router = &router.Router{Registry: s.reg, Log: s.log}
 	if c.Storage.RedisURL != "" {
@@ -173,6 +193,14 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		padding = noiseconn.PaddingBuckets
 	}
 	fl := c.Security.RateLimit.Frame
+	rtr := s.router
+	s.calls = media.NewManager(media.Config{
+		Codecs: codecSet,
+		Deliver: func(dev string, t ccp.FrameType, ch uint32, p []byte) {
+			rtr.DeliverLive(dev, t, ch, p, false)
+		},
+		Metrics: s.metrics, Ledger: s.ledger, Logger: s.log, Now: s.now,
+	})
 	s.sessions = session.NewManager(session.Config{
 		Domain: c.Server.Domain, Prologue: []byte(c.Crypto.Prologue), Versions: s.cfg.Versions,
 		Features: s.features, Padding: padding,
@@ -185,6 +213,36 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}, session.Deps{
 		Store: st, Router: s.router, Presence: s.presence, Writer: s.writer, Keys: s.keys.current,
 		CA: s.ca, Metrics: s.metrics, Ledger: s.ledger, Logger: s.log, Now: s.now, Rand: s.rand,
+		Calls: s.calls,
+	})
+	zone := func(z config.RateLimit) *ratelimit.Limiter {
+		return ratelimit.New(ratelimit.Config{Burst: z.Burst, Window: z.Window, Penalty: z.Penalty}, s.now)
+	}
+	s.httpZone = zone(c.Security.RateLimit.HTTP)
+	s.connectZone = zone(c.Security.RateLimit.Connect)
+	s.pairingZone = zone(c.Security.RateLimit.Pairing)
+	s.metricsH = metrics.Handler(s.registry)
+	var fp *[32]byte
+	if c.Transport.RealityEnabled() {
+		f := c.Transport.RealityFingerprint
+		fp = &f
+	}
+	s.api = httpapi.New(httpapi.Deps{
+		Store: st, Logger: s.log, Now: s.now, Rand: s.rand,
+		Domain: c.Server.Domain, SessionTTL: c.Server.SessionTTL, PairingTTL: c.Pairing.TTL,
+		AllowServerKeys: c.Pairing.AllowServerKeys, MaxRequestBody: c.Server.MaxRequestBody,
+		WebSocket: c.Server.WebSocket, Versions: s.cfg.Versions,
+		RequireEncryptedFrames: c.Security.RequireEncryptedFrames, Prologue: c.Crypto.Prologue,
+		RealityCert: c.Transport.RealityCert, RealityFingerprint: fp,
+		CA: s.ca, NoiseKeys: s.keys.stored,
+		Live:   s.live,
+		Revoke: s.router.Revoke,
+		Ledger: s.ledger, Metrics: s.metrics,
+		TransportRTT: s.health.median,
+		Admin:        s.admins.Check,
+		Pairing:      s.pairingZone,
+		ClientIP:     s.clientIP,
+		ServerInfo:   func() any { return s.serverInfo() },
 	})
 	return s, nil
 }
@@ -195,7 +253,12 @@ func OpenStore(ctx context.Context, c *config.Config) (interface {
 	store.Migrator
 }, error) {
 	if c.Storage.PostgresDSN != "" {
-		return nil, errors.New("storage.postgres_dsn: the PostgreSQL backend is not available in this build yet")
+		st, err := postgres.Open(ctx, c.Storage.PostgresDSN)
+		if err != nil {
+			// The DSN may hold a password: name the key, not the value.
+			return nil, fmt.Errorf("storage.postgres_dsn: %w", err)
+		}
+		return st, nil
 	}
 	st, err := sqlite.Open(ctx, c.Storage.SQLitePath)
 	if err != nil {
@@ -336,6 +399,26 @@ func (s *Server) ready(ctx context.Context) bool {
 		return false
 	}
 	return s.store.Ping(ctx) == nil
+}
+
+// live reports whether the session's connection is open (§8.2): on this
+// node when the registry holds it; on another node when the session is
+// not closed and the device's route still names that node (a node that
+// died stops renewing its routes, §9.4).
+func (s *Server) live(ss store.Session) bool {
+	if ss.ClosedAt != nil {
+		return false
+	}
+	if p := s.reg.Lookup(ss.DeviceID); p != nil && p.SessionID() == ss.ID {
+		return true
+	}
+	if s.cluster == nil || ss.NodeID == s.cfg.NodeID {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	node, err := s.cluster.RouteOf(ctx, ss.DeviceID)
+	return err == nil && node == ss.NodeID
 }
 
 // refreshRoutes renews this node's route keys every K (§9.4).

@@ -58,6 +58,19 @@ func (t *httpTransport) Abort(session.EndReason) {
 	_ = t.rc.SetWriteDeadline(past)
 }
 
+// Finish unblocks the reader only: the handler then returns and net/http
+// ends the response cleanly. A write deadline in the past (Abort) would
+// make HTTP/2 reset the stream with INTERNAL_ERROR and break the TLS
+// stream of HTTP/1.1; Abort stays for writes that are stuck.
+func (t *httpTransport) Finish(session.EndReason) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return
+	}
+	_ = t.rc.SetReadDeadline(time.Unix(1, 0))
+}
+
 func (t *httpTransport) finish() {
 	t.mu.Lock()
 	t.done = true
@@ -169,6 +182,8 @@ func (t *wsTransport) Kind() string          { return "websocket" }
 func (t *wsTransport) SetReadDeadline(time.Time) error { return nil }
 
 func (t *wsTransport) Abort(r session.EndReason) { t.closeWith(closeCode(r), "") }
+
+func (t *wsTransport) Finish(r session.EndReason) { t.closeWith(closeCode(r), "") }
 
 func (t *wsTransport) closeWith(code websocket.StatusCode, reason string) {
 	t.closeMu.Lock()

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -29,7 +30,9 @@ func (c *conn) dispatch(f ccp.Frame, received time.Time) ([]byte, *protoErr) {
 	case ccp.Leave:
 		return c.handleLeave(f)
 	case ccp.Msg, ccp.KeyUpdate:
-		return c.handleDurable(f, f.Payload, received)
+		// f.Payload aliases the reader's buffer, which the next ReadFrame
+		// overwrites; the stored entry and the live copies need their own.
+		return c.handleDurable(f, bytes.Clone(f.Payload), received)
 	case ccp.GroupEvent:
 		obj, e := objectPayload(f)
 		if e != nil {
@@ -518,7 +521,7 @@ func (c *conn) handleCall(f ccp.Frame, _ time.Time) ([]byte, *protoErr) {
 			RawAudio: noiseconn.HasCapability(c.accepted, noiseconn.CapRawAudio),
 			RawVideo: noiseconn.HasCapability(c.accepted, noiseconn.CapRawVideo),
 		}
-		if e := calls.Media(s, f.Type, f.Channel, f.Payload); e != nil {
+		if e := calls.Media(s, f.Type, f.Channel, bytes.Clone(f.Payload)); e != nil {
 			return nil, perr(e.Title, e.Detail)
 		}
 		return nil, nil

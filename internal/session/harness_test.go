@@ -58,6 +58,18 @@ func (p *pipeTransport) Abort(r EndReason) {
 	p.out.CloseWithError(errors.New("aborted"))
 }
 
+// Finish ends the server side cleanly: the test's reader sees io.EOF.
+func (p *pipeTransport) Finish(r EndReason) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.aborted {
+		return
+	}
+	p.aborted, p.reason = true, r
+	p.in.CloseWithError(errors.New("finished"))
+	p.out.Close()
+}
+
 type testNode struct {
 	t       *testing.T
 	m       *Manager

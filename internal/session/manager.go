@@ -64,6 +64,12 @@ type Transport interface {
 	// a WebSocket is closed with the code for the reason (§3.5). It must be
 	// safe to call more than once and after Serve returned.
 	Abort(reason EndReason)
+	// Finish ends the stream cleanly after the last frame was written
+	// and flushed (an unsolicited fatal ERROR, §3.3 step 6, §3.4): it
+	// unblocks the pending Read so Serve returns, and the response ends
+	// normally (HTTP/2 END_STREAM, the last HTTP/1.1 chunk, a WebSocket
+	// close with the reason's code). Safe to call more than once.
+	Finish(reason EndReason)
 	// Kind is "http2", "http1" or "websocket".
 	Kind() string
 }

@@ -197,7 +197,7 @@ func (w *frameWriter) write(b batch) bool {
 	if closeAfter {
 		c.setEnd(reason)
 		c.out.close()
-		c.t.Abort(c.endReason(reason))
+		c.t.Finish(c.endReason(reason))
 		return false
 	}
 	return true

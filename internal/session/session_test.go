@@ -13,8 +13,8 @@ func TestHandshakeAndMessage(t *testing.T) {
 	for _, versions := range [][]int{{1}, {1, 2}} {
 		t.Run(fmt.Sprint(versions), func(t *testing.T) {
 			n := newTestNode(t, nil)
-			a := n.dial(clientOpts{device: "dev-a", versions: versions, caps: []string{"presence.push"}})
-			b := n.dial(clientOpts{device: "dev-b", versions: versions, caps: []string{"presence.push"}})
+			a := n.dial(clientOpts{device: "dev-a", versions: versions})
+			b := n.dial(clientOpts{device: "dev-b", versions: versions})
 			if a.ack.Handshake != "ok" || a.ack.DeviceCertificate.DeviceID != "dev-a" {
 				t.Fatalf("ack %+v", a.ack)
 			}

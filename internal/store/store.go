@@ -152,6 +152,31 @@ type NoiseKey struct {
 	CreatedAt  time.Time
 }
 
+// PairingCode is a row of `pairing_codes` (§8.4.2, §8.4.3).
+type PairingCode struct {
+	Code             string
+	UserID           string
+	IssuerDeviceID   string
+	IssuedAt         time.Time
+	ExpiresAt        time.Time
+	RedeemedAt       *time.Time
+	RedeemedDeviceID *string
+	PublicKey        *[32]byte
+	Attempts         int
+}
+
+// AdminToken is a row of `admin_tokens` (§10.4): only a salted hash of the
+// token is stored.
+type AdminToken struct {
+	Version    int
+	TokenHash  [32]byte
+	Salt       [16]byte
+	ValidAfter time.Time
+	RotatesAt  time.Time
+	ExpiresAt  time.Time
+	CreatedAt  time.Time
+}
+
 // Queries is the set of operations on the state. A Store runs each call
 // in its own transaction; inside Store.Tx the same calls share one.
 type Queries interface {
@@ -244,6 +269,32 @@ type Queries interface {
 	// (ErrNotFound when none was recorded).
 	NoiseConfig(ctx context.Context) ([32]byte, error)
 	SetNoiseConfig(ctx context.Context, public [32]byte, now time.Time) error
+
+	// Memberships (§6.11).
+	// RemoveDeviceMemberships removes the device from every channel
+	// (deleting channels left without members) and from every group.
+	RemoveDeviceMemberships(ctx context.Context, deviceID string) error
+
+	// Pairing codes (§8.4.2, §8.4.3).
+	CreatePairingCode(ctx context.Context, p PairingCode) error // ErrConflict on an existing code
+	GetPairingCode(ctx context.Context, code string) (PairingCode, error)
+	// IncrementPairingAttempts adds one attempt and returns the new count.
+	IncrementPairingAttempts(ctx context.Context, code string) (int, error)
+	// RedeemPairingCode marks the code redeemed by the device with the
+	// key at the given time and adds one attempt; ErrConflict when it was
+	// already redeemed.
+	RedeemPairingCode(ctx context.Context, code, deviceID string, key [32]byte, at time.Time) error
+	// DeletePairingCodesExpiredBefore deletes codes with expires_at < cutoff.
+	DeletePairingCodesExpiredBefore(ctx context.Context, cutoff time.Time) (int64, error)
+
+	// Admin tokens (§10.4).
+	ListAdminTokens(ctx context.Context) ([]AdminToken, error) // newest version first
+	InsertAdminToken(ctx context.Context, t AdminToken) error  // ErrConflict on an existing version
+	DeleteAdminToken(ctx context.Context, version int) error   // nil when missing
+
+	// User blobs (§8.4.6).
+	GetUserBlob(ctx context.Context, userID, key string) (string, error) // ErrNotFound when unset
+	PutUserBlob(ctx context.Context, userID, key, payload string, now time.Time) error
 }
 
 // Store is a storage backend.

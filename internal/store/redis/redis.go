@@ -283,6 +283,10 @@ func (c *Cluster) Run(ctx context.Context, handle func(router.BusMessage), resub
 	defer func() { <-hbDone }()
 	ps := c.rdb.Subscribe(ctx, c.nodeChannel(c.opts.NodeID))
 	defer ps.Close()
+	// Receive does not return when ctx ends while it waits for a message;
+	// closing the subscription does.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
 	for {
 		msg, err := ps.Receive(ctx)
 		if ctx.Err() != nil {

@@ -5,10 +5,6 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
-	"io/fs"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/commucat/commucat/internal/store"
@@ -17,55 +13,8 @@ import (
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-// migration is one embedded file migrations/NNNN_name.sql.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations lists the embedded migrations in version order. Versions
-// start at 1 and have no gaps.
-var migrations = mustLoadMigrations(migrationFS)
-
-func mustLoadMigrations(fsys fs.FS) []migration {
-	ms, err := loadMigrations(fsys)
-	if err != nil {
-		panic(err)
-	}
-	return ms
-}
-
-func loadMigrations(fsys fs.FS) ([]migration, error) {
-	names, err := fs.Glob(fsys, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
-		num, _, ok := strings.Cut(base, "_")
-		if !ok {
-			return nil, fmt.Errorf("sqlite: migration %s: name must be NNNN_name.sql", name)
-		}
-		v, err := strconv.Atoi(num)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("sqlite: migration %s: bad version", name)
-		}
-		b, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: base, sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("sqlite: migration %s: expected version %d", m.name, i+1)
-		}
-	}
-	return ms, nil
-}
+// migrations lists the embedded migrations in version order.
+var migrations = store.MustLoadMigrations(migrationFS, "sqlite")
 
 // LatestVersion is the newest embedded schema version.
 func LatestVersion() int { return len(migrations) }
@@ -108,7 +57,7 @@ func (s *Store) Migrate(ctx context.Context) (applied int, version int, err erro
 		if cur > LatestVersion() {
 			break
 		}
-		if m.version <= cur {
+		if m.Version <= cur {
 			continue
 		}
 		done := false
@@ -119,16 +68,16 @@ func (s *Store) Migrate(ctx context.Context) (applied int, version int, err erro
 			if err != nil {
 				return fmt.Errorf("sqlite: migrate: %w", err)
 			}
-			if v >= m.version {
+			if v >= m.Version {
 				return nil
 			}
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-				return fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+				return fmt.Errorf("sqlite: migration %s: %w", m.Name, err)
 			}
 			if _, err := tx.ExecContext(ctx,
 				`INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-				m.version, toMicros(time.Now())); err != nil {
-				return fmt.Errorf("sqlite: migration %s: record: %w", m.name, err)
+				m.Version, toMicros(time.Now())); err != nil {
+				return fmt.Errorf("sqlite: migration %s: record: %w", m.Name, err)
 			}
 			done = true
 			return nil

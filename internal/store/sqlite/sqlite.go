@@ -184,11 +184,23 @@ type queries struct {
 	db   *sql.DB
 }
 
-// atomic runs fn in one transaction: the enclosing Tx, or a new
-// transaction on the writer.
+// atomic runs fn in one transaction: a new transaction on the writer, or
+// inside Tx a savepoint of the enclosing transaction, so that a call that
+// fails leaves no partial writes behind in either case.
 func (q *queries) atomic(ctx context.Context, fn func(ex execer) error) error {
 	if q.db == nil {
-		return fn(q.w)
+		if _, err := q.w.ExecContext(ctx, `SAVEPOINT commucat_call`); err != nil {
+			return wrap("savepoint", err)
+		}
+		if err := fn(q.w); err != nil {
+			_, _ = q.w.ExecContext(ctx, `ROLLBACK TO commucat_call`)
+			_, _ = q.w.ExecContext(ctx, `RELEASE commucat_call`)
+			return err
+		}
+		if _, err := q.w.ExecContext(ctx, `RELEASE commucat_call`); err != nil {
+			return wrap("release savepoint", err)
+		}
+		return nil
 	}
 	tx, err := q.db.BeginTx(ctx, nil)
 	if err != nil {

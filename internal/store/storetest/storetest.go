@@ -37,6 +37,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Tx", func(t *testing.T) { testTx(t, open(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open(t)) })
 	t.Run("Times", func(t *testing.T) { testTimes(t, open(t)) })
+	t.Run("PairingCodes", func(t *testing.T) { testPairingCodes(t, open(t)) })
+	t.Run("AdminTokens", func(t *testing.T) { testAdminTokens(t, open(t)) })
+	t.Run("UserBlobs", func(t *testing.T) { testUserBlobs(t, open(t)) })
+	t.Run("RemoveDeviceMemberships", func(t *testing.T) { testRemoveDeviceMemberships(t, open(t)) })
+	t.Run("TxAfterConflict", func(t *testing.T) { testTxAfterConflict(t, open(t)) })
 }
 
 // t0 is the base time of the fixtures (microsecond precision, UTC).

@@ -1,0 +1,147 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/commucat/commucat/internal/router"
+	"github.com/commucat/commucat/internal/testenv"
+)
+
+func newPair(t *testing.T) (*Cluster, *Cluster) {
+	t.Helper()
+	url := testenv.RedisURL(t)
+	var b [8]byte
+	rand.Read(b[:])
+	prefix := "commucat-test-" + hex.EncodeToString(b[:]) + ":"
+	open := func(node string) *Cluster {
+		c, err := Open(Options{URL: url, NodeID: node, RouteTTL: 5 * time.Second, Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx := context.Background()
+			keys, _ := c.rdb.Keys(ctx, prefix+"*").Result()
+			if len(keys) > 0 {
+				c.rdb.Del(ctx, keys...)
+			}
+			c.Close()
+		})
+		if err := c.heartbeat(context.Background()); err != nil {
+			t.Fatalf("redis: %v", err)
+		}
+		return c
+	}
+	return open("node-a"), open("node-b")
+}
+
+func TestRoutesAndKick(t *testing.T) {
+	a, b := newPair(t)
+	ctx := context.Background()
+	if prev, err := a.ClaimRoute(ctx, "dev-1"); err != nil || prev != "" {
+		t.Fatalf("first claim: %q %v", prev, err)
+	}
+	if node, _ := b.RouteOf(ctx, "dev-1"); node != "node-a" {
+		t.Fatalf("RouteOf = %q", node)
+	}
+	// The device reconnects to node b: the claim names node a.
+	if prev, err := b.ClaimRoute(ctx, "dev-1"); err != nil || prev != "node-a" {
+		t.Fatalf("second claim: %q %v", prev, err)
+	}
+	// a's release must not delete b's route (compare-and-delete).
+	if err := a.ReleaseRoute(ctx, "dev-1"); err != nil {
+		t.Fatal(err)
+	}
+	if node, _ := a.RouteOf(ctx, "dev-1"); node != "node-b" {
+		t.Fatalf("route after a's release = %q", node)
+	}
+	if err := b.ReleaseRoute(ctx, "dev-1"); err != nil {
+		t.Fatal(err)
+	}
+	if node, _ := a.RouteOf(ctx, "dev-1"); node != "" {
+		t.Fatalf("route after release = %q", node)
+	}
+	// A route naming a node without heartbeat counts as offline.
+	a.rdb.Set(ctx, a.key("route", "dev-2"), "node-dead", time.Minute)
+	if node, _ := a.RouteOf(ctx, "dev-2"); node != "" {
+		t.Fatalf("dead node route = %q", node)
+	}
+}
+
+func TestBusDelivery(t *testing.T) {
+	a, b := newPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan router.BusMessage, 4)
+	subscribed := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		b.Run(ctx, func(m router.BusMessage) { got <- m }, func() { subscribed <- struct{}{} })
+	}()
+	select {
+	case <-subscribed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no subscription")
+	}
+	env := "env-1"
+	want := router.BusMessage{Kind: router.KindDeliver, Device: "dev-1", FrameType: 5, Channel: 9, Payload: []byte{0, 1, 2, 0xff}, EnvelopeID: &env}
+	if err := a.Publish(ctx, "node-b", want); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.Kind != want.Kind || m.Device != want.Device || m.FrameType != 5 || m.Channel != 9 || string(m.Payload) != string(want.Payload) || m.EnvelopeID == nil || *m.EnvelopeID != env {
+			t.Fatalf("got %+v", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message")
+	}
+	cancel()
+	wg.Wait()
+}
+
+func TestEncodeCanonical(t *testing.T) {
+	b, err := EncodeMessage(router.BusMessage{Kind: router.KindDeliver, Device: "d", FrameType: 5, Channel: 1, Payload: []byte("hi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"channel":1,"device":"d","envelope_id":null,"frame_type":5,"kind":"deliver","payload":"aGk="}`
+	if string(b) != want {
+		t.Fatalf("got %s", b)
+	}
+	k, _ := EncodeMessage(router.BusMessage{Kind: router.KindKick, Device: "d", Reason: "replaced", Session: "s"})
+	if string(k) != `{"device":"d","kind":"kick","reason":"replaced","session":"s"}` {
+		t.Fatalf("kick %s", k)
+	}
+	for _, bad := range []string{`{`, `{"kind":"deliver"}`, `{"kind":"deliver","device":"d","payload":"!!"}`} {
+		if _, err := DecodeMessage([]byte(bad)); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+func TestPresence(t *testing.T) {
+	a, b := newPair(t)
+	ctx := context.Background()
+	now := time.Now()
+	e := router.PresenceEntry{Device: "dev-1", State: "online", ExpiresAt: now.Add(time.Minute), Payload: []byte(`{"entity":"dev-1","expires_at":"` + now.Add(time.Minute).UTC().Format(time.RFC3339Nano) + `","state":"online","user":{}}`)}
+	if err := a.Set(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := b.Get(ctx, "dev-1", now)
+	if err != nil || !ok || got.State != "online" || string(got.Payload) != string(e.Payload) {
+		t.Fatalf("Get: %+v %v %v", got, ok, err)
+	}
+	if _, ok, _ := b.Get(ctx, "dev-1", now.Add(2*time.Minute)); ok {
+		t.Fatal("expired entry returned")
+	}
+	if _, ok, _ := b.Get(ctx, "nobody", now); ok {
+		t.Fatal("unknown device present")
+	}
+}
