@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/commucat/commucat/internal/config"
 	"github.com/commucat/commucat/internal/server"
@@ -24,6 +25,8 @@ func run() int {
 	check := fs.Bool("check-config", false, "validate the configuration and exit")
 	noMigrate := fs.Bool("no-migrate", false, "do not apply pending migrations")
 	version := fs.Bool("version", false, "print the version and exit")
+	startupWait := fs.Duration("startup-wait", time.Minute,
+		"how long to retry, with backoff, while PostgreSQL or Redis is down at start (0: fail at once)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
@@ -42,7 +45,9 @@ func run() int {
 		return 0
 	}
 	var h slog.Handler
-	opts := &slog.HandlerOptions{Level: cfg.Log.Level}
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.Level)
+	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Log.Format == config.LogJSON {
 		h = slog.NewJSONHandler(os.Stderr, opts)
 	} else {
@@ -52,7 +57,12 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(ctx, server.Options{Config: cfg, Logger: log, NoMigrate: *noMigrate})
+	// COMMUCAT_REDIS_PREFIX is not a configuration key (§10.2) but a knob
+	// for tests and shared Redis servers: it is prepended to every Redis
+	// key and bus channel, so that independent clusters (e.g. parallel
+	// multi-node tests) can share one Redis. Production leaves it unset.
+	redisPrefix := os.Getenv("COMMUCAT_REDIS_PREFIX")
+	srv, err := server.New(ctx, server.Options{Config: cfg, Logger: log, NoMigrate: *noMigrate, StartupWait: *startupWait, RedisPrefix: redisPrefix})
 	if err != nil {
 		if errors.Is(err, store.ErrPendingMigrations) {
 			fmt.Fprintln(os.Stderr, "error: pending migrations")
@@ -65,6 +75,31 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "error: %v\n", err)
 		return 1
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			// §12.1: the key tables at once; the issue adds rate limits and
+			// the log level, read from the configuration file again. A file
+			// that no longer loads keeps the running settings.
+			next, err := config.Load(path, explicit, os.LookupEnv)
+			if err != nil {
+				log.Error("SIGHUP: configuration not reloaded", "err", err)
+				next = nil
+			}
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := srv.Reload(rctx, next, level); err != nil {
+				log.Error("SIGHUP reload", "err", err)
+			}
+			cancel()
+		}
+	}()
 	if err := srv.Serve(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "error: %v\n", err)
 		return 1

@@ -135,6 +135,11 @@ type Security struct {
 	OpenChannels           bool    // security.open_channels
 	Padding                Padding // security.padding
 	RateLimit              RateLimits
+	// MaxConnectionsPerIP and MaxHandshakesPerIP cap the open and the
+	// handshaking /connect streams of one client IP (an extension of the
+	// spec: security.max_connections_per_ip, security.max_handshakes_per_ip).
+	MaxConnectionsPerIP int
+	MaxHandshakesPerIP  int
 }
 
 // RateLimits is the [security.rate_limit] table: one zone per prefix of its

@@ -80,6 +80,8 @@ max_versions = 1
 require_encrypted_frames = true
 open_channels = true
 padding = "buckets"
+max_connections_per_ip = 100
+max_handshakes_per_ip = 10
 
 [security.rate_limit]
 http_burst = 61
@@ -177,6 +179,7 @@ func TestFullFile(t *testing.T) {
 				Pairing: RateLimit{6, 60001 * time.Millisecond, 120001 * time.Millisecond},
 				Frame:   RateLimit{201, 1003 * time.Millisecond, time.Millisecond},
 			},
+			MaxConnectionsPerIP: 100, MaxHandshakesPerIP: 10,
 		},
 		Media:  Media{Transcode: false},
 		Ledger: Ledger{Mode: LedgerFile, Target: filepath.Join(d, "ledger", "ledger.jsonl")},
@@ -453,6 +456,8 @@ func TestRanges(t *testing.T) {
 		{"rotation.admin.interval_hours", "COMMUCAT_ROTATE_ADMIN_INTERVAL_HOURS", 1, open},
 		{"rotation.admin.grace_hours", "COMMUCAT_ROTATE_ADMIN_GRACE_HOURS", 1, open},
 		{"rotation.admin.max_versions", "COMMUCAT_ROTATE_ADMIN_MAX_VERSIONS", 1, open},
+		{"security.max_connections_per_ip", "COMMUCAT_MAX_CONNECTIONS_PER_IP", 1, open},
+		{"security.max_handshakes_per_ip", "COMMUCAT_MAX_HANDSHAKES_PER_IP", 1, open},
 	}
 	for _, z := range []string{"HTTP", "CONNECT", "PAIRING", "FRAME"} {
 		lz := strings.ToLower(z)

@@ -109,6 +109,10 @@ var keyDefs = []keyDef{
 	{name: "security.rate_limit.connect_penalty_ms", env: "COMMUCAT_RATE_CONNECT_PENALTY_MS", kind: kInt, def: int64(30000)},
 	{name: "security.rate_limit.pairing_penalty_ms", env: "COMMUCAT_RATE_PAIRING_PENALTY_MS", kind: kInt, def: int64(120000)},
 	{name: "security.rate_limit.frame_penalty_ms", env: "COMMUCAT_RATE_FRAME_PENALTY_MS", kind: kInt, def: int64(0)},
+	// Not in the spec (an extension, hardening): per client IP caps on open
+	// and on handshaking /connect streams.
+	{name: "security.max_connections_per_ip", env: "COMMUCAT_MAX_CONNECTIONS_PER_IP", kind: kInt, def: int64(1024)},
+	{name: "security.max_handshakes_per_ip", env: "COMMUCAT_MAX_HANDSHAKES_PER_IP", kind: kInt, def: int64(64)},
 
 	{name: "media.transcode", env: "COMMUCAT_MEDIA_TRANSCODE", kind: kBool, def: true},
 

@@ -294,6 +294,9 @@ func (b *builder) build() Config {
 		z.rl.Penalty = b.millis("security.rate_limit."+z.name+"_penalty_ms", 0, maxMillis)
 	}
 
+	c.Security.MaxConnectionsPerIP = int(b.integer("security.max_connections_per_ip", 1, math.MaxInt))
+	c.Security.MaxHandshakesPerIP = int(b.integer("security.max_handshakes_per_ip", 1, math.MaxInt))
+
 	// [media], [ledger]
 	c.Media.Transcode = b.boolean("media.transcode")
 	c.Ledger.Mode = LedgerMode(b.enum("ledger.mode", string(LedgerNull), string(LedgerDebug), string(LedgerFile)))

@@ -105,12 +105,21 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok"))
 	case path == "/readyz":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if h.s.ready(r.Context()) {
-			_, _ = w.Write([]byte("ready"))
-			return
+		w.Header().Set("Cache-Control", "no-store")
+		st := h.s.ready(r.Context())
+		if !st.ok() {
+			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("degraded"))
+		// §3.7 fixes the body to one word; ?verbose adds one line per
+		// dependency after it (the spec is silent on details).
+		switch {
+		case r.URL.Query().Has("verbose"):
+			_, _ = w.Write([]byte(st.report()))
+		case st.ok():
+			_, _ = w.Write([]byte("ready"))
+		default:
+			_, _ = w.Write([]byte("degraded"))
+		}
 	case path == "/connect":
 		h.connect(w, r)
 	case path == "/metrics":
@@ -152,6 +161,18 @@ func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
 		refuseConnect(w, r, http.StatusServiceUnavailable, "ServiceUnavailable", "service unavailable")
 		return
 	}
+	release, ok := s.streams.acquire(ratelimit.ClientKey(ip))
+	if !ok {
+		// Too many open or half-open streams from this client IP: the
+		// flood is refused before any handshake work.
+		s.metrics.RateLimitConnect.Inc()
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		tooManyRequests(w, time.Second)
+		return
+	}
+	defer release()
 	if r.Method == http.MethodGet {
 		h.connectWebSocket(w, r, ip)
 		return
@@ -251,10 +272,17 @@ func (h *handler) connectWebSocket(w http.ResponseWriter, r *http.Request, ip ne
 
 // serveStream runs one /connect stream through the session manager.
 func (s *Server) serveStream(ctx context.Context, t session.Transport, ip netip.Addr, kind string, liveness <-chan struct{}) session.EndReason {
+	key := ratelimit.ClientKey(ip)
+	var once sync.Once
+	done := func() { once.Do(func() { s.streams.handshakeDone(key) }) }
+	defer done()
 	meta := session.Meta{
-		RemoteIP:     ip,
-		Liveness:     liveness,
-		HandshakeRTT: func(d time.Duration) { s.health.observe(kind, d) },
+		RemoteIP: ip,
+		Liveness: liveness,
+		HandshakeRTT: func(d time.Duration) {
+			s.health.observe(kind, d)
+			done()
+		},
 	}
 	return s.sessions.Serve(ctx, t, meta)
 }
@@ -361,4 +389,67 @@ func (h *transportHealth) median(kind string) (time.Duration, bool) {
 		return d[len(d)/2], true
 	}
 	return (d[len(d)/2-1] + d[len(d)/2]) / 2, true
+}
+
+// streamCaps counts the open and the handshaking /connect streams per
+// client IP key (ratelimit.ClientKey: IPv6 by /64) against the caps
+// security.max_connections_per_ip and security.max_handshakes_per_ip (issue 5
+// hardening; the spec has no such keys). A client IP is at times a NAT of
+// many people, so the total is generous (default 1024); streams that have
+// not finished their handshake are capped lower (default 64), since a
+// flood of HELLOs is the cheap attack and a real client finishes its
+// handshake within one round trip.
+type streamCaps struct {
+	maxOpen, maxHandshaking int
+
+	mu          sync.Mutex
+	open        map[string]int
+	handshaking map[string]int
+}
+
+// acquire counts a new stream as open and handshaking; false when a cap
+// is reached. release must be called when the stream ends.
+func (c *streamCaps) acquire(key string) (release func(), ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open == nil {
+		c.open, c.handshaking = make(map[string]int), make(map[string]int)
+	}
+	if c.open[key] >= c.maxOpen || c.handshaking[key] >= c.maxHandshaking {
+		return nil, false
+	}
+	c.open[key]++
+	c.handshaking[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.dec(c.open, key)
+		})
+	}, true
+}
+
+// handshakeDone moves a stream from handshaking to established, or ends
+// its handshaking state when it ends without a handshake; call it once
+// per acquired stream.
+func (c *streamCaps) handshakeDone(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dec(c.handshaking, key)
+}
+
+func (c *streamCaps) dec(m map[string]int, key string) {
+	if m[key] <= 1 {
+		delete(m, key)
+		return
+	}
+	m[key]--
+}
+
+// counts returns the open and handshaking streams of key (tests).
+func (c *streamCaps) counts(key string) (open, handshaking int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.open[key], c.handshaking[key]
 }

@@ -54,6 +54,10 @@ type Options struct {
 	NoMigrate bool
 	// RedisPrefix is prepended to every Redis key and channel (tests).
 	RedisPrefix string
+	// StartupWait is how long New keeps retrying, with backoff, while
+	// PostgreSQL or Redis does not answer; 0 tries once. SQLite is never
+	// retried: its errors (a bad path, a locked file) do not heal.
+	StartupWait time.Duration
 }
 
 // settings is the part of the configuration the HTTP layer reads.
@@ -102,6 +106,8 @@ type Server struct {
 	httpZone, connectZone, pairingZone *ratelimit.Limiter
 	health                             transportHealth
 	draining                           atomic.Bool
+	storageDown, redisDown             atomic.Bool
+	streams                            streamCaps
 
 	httpSrv *http.Server
 	ln      net.Listener
@@ -132,18 +138,32 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		Versions: c.SupportedVersions(), TrustedProxies: c.Server.TrustedProxies,
 		NodeID: c.Server.NodeID,
 	}
+	s.streams.maxOpen, s.streams.maxHandshaking = c.Security.MaxConnectionsPerIP, c.Security.MaxHandshakesPerIP
 	s.metrics = metrics.New(s.registry)
 	metrics.RegisterRuntime(s.registry)
 
-	st, err := OpenStore(ctx, c)
+	var st interface {
+		store.Store
+		store.Migrator
+	}
+	wait := opts.StartupWait
+	if c.Storage.PostgresDSN == "" {
+		wait = 0
+	}
+	err := retryStartup(ctx, s.log, "storage", wait, func(ctx context.Context) error {
+		var err error
+		if st, err = OpenStore(ctx, c); err != nil {
+			return err
+		}
+		if err = migrate(ctx, st, opts.NoMigrate); err != nil {
+			st.Close()
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	s.store = st
-	if err := migrate(ctx, st, opts.NoMigrate); err != nil {
-		st.Close()
-		return nil, err
-	}
 	if s.ca, err = identity.DeviceCA(c.Crypto.FederationSeed); err != nil {
 		st.Close()
 		return nil, err
@@ -174,6 +194,13 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			URL: c.Storage.RedisURL, NodeID: c.Server.NodeID, RouteTTL: 3 * c.Server.ConnectionKeepalive,
 			Prefix: opts.RedisPrefix, Logger: s.log, Now: s.now,
 		})
+		if err == nil {
+			err = retryStartup(ctx, s.log, "redis", opts.StartupWait, cl.Ping)
+			if err != nil {
+				_ = cl.Close()
+				err = fmt.Errorf("storage.redis_url: %w", err)
+			}
+		}
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -286,6 +313,33 @@ func migrate(ctx context.Context, st store.Store, noMigrate bool) error {
 	return err
 }
 
+// retryStartup runs fn until it succeeds, wait has passed, ctx ends or
+// the error cannot heal (pending migrations, a newer schema), logging
+// each failure with the next delay (1 s doubling to 15 s).
+func retryStartup(ctx context.Context, log *slog.Logger, what string, wait time.Duration, fn func(context.Context) error) error {
+	deadline := time.Now().Add(wait)
+	delay := time.Second
+	for attempt := 1; ; attempt++ {
+		err := fn(ctx)
+		if err == nil || errors.Is(err, store.ErrPendingMigrations) || errors.Is(err, store.ErrSchemaTooNew) ||
+			ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
+			if err == nil && attempt > 1 {
+				log.Info(what+" is available", "attempts", attempt)
+			}
+			return err
+		}
+		log.Error(what+" unavailable at start; retrying", "err", err, "attempt", attempt, "retry_in", delay.String())
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(2*delay, 15*time.Second)
+	}
+}
+
 // TLSConfig returns the TLS configuration of §3.1.
 func TLSConfig(certFile, keyFile string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
@@ -388,17 +442,62 @@ func (s *Server) Serve(ctx context.Context) error {
 	return serveErr
 }
 
-// ready answers /readyz (§3.7).
-func (s *Server) ready(ctx context.Context) bool {
-	if s.draining.Load() {
-		return false
+// readiness is the state of each dependency behind /readyz (§3.7).
+type readiness struct {
+	Storage  error
+	Redis    error // nil also without Redis
+	HasRedis bool
+	Draining bool
+}
+
+func (r readiness) ok() bool { return !r.Draining && r.Storage == nil && r.Redis == nil }
+
+// report is the ?verbose body: the §3.7 word, then one key=value line
+// per dependency.
+func (r readiness) report() string {
+	word := "ready"
+	if !r.ok() {
+		word = "degraded"
 	}
+	state := func(err error) string {
+		if err != nil {
+			return "error"
+		}
+		return "ok"
+	}
+	redis := "none"
+	if r.HasRedis {
+		redis = state(r.Redis)
+	}
+	return fmt.Sprintf("%s\nstorage=%s\nredis=%s\ndraining=%t\n", word, state(r.Storage), redis, r.Draining)
+}
+
+// ready checks the dependencies of /readyz (§3.7) and logs changes of
+// state, so an operator sees when PostgreSQL or Redis goes away and
+// comes back.
+func (s *Server) ready(ctx context.Context) readiness {
+	r := readiness{Draining: s.draining.Load(), HasRedis: s.cluster != nil}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if s.cluster != nil && s.cluster.Ping(ctx) != nil {
-		return false
+	r.Storage = s.store.Ping(ctx)
+	if s.cluster != nil {
+		r.Redis = s.cluster.Ping(ctx)
 	}
-	return s.store.Ping(ctx) == nil
+	s.noteDependency("storage", &s.storageDown, r.Storage)
+	if s.cluster != nil {
+		s.noteDependency("redis", &s.redisDown, r.Redis)
+	}
+	return r
+}
+
+// noteDependency logs a dependency going down or coming back once per
+// transition.
+func (s *Server) noteDependency(name string, down *atomic.Bool, err error) {
+	if err != nil && !down.Swap(true) {
+		s.log.Error(name+" unavailable", "err", err)
+	} else if err == nil && down.Swap(false) {
+		s.log.Info(name + " available again")
+	}
 }
 
 // live reports whether the session's connection is open (§8.2): on this
@@ -487,4 +586,35 @@ func (s *Server) purgeInbox(ctx context.Context) {
 		s.metrics.RelayExpired.Add(float64(n))
 		s.log.Info("purged expired inbox entries", "count", n)
 	}
+}
+
+// Reload is the SIGHUP action. It reloads the noise_keys and admin_tokens
+// tables at once (§12.1, §10.4). When next is the configuration file read
+// again, it also applies the settings that can change without a restart
+// (issue: rate-limit zones and the log level, through level); every
+// other key keeps its value until the next start.
+func (s *Server) Reload(ctx context.Context, next *config.Config, level *slog.LevelVar) error {
+	var errs []error
+	if err := s.keys.reload(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("noise keys: %w", err))
+	}
+	if err := s.admins.Reload(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("admin tokens: %w", err))
+	}
+	if next != nil {
+		zone := func(name string, l *ratelimit.Limiter, z config.RateLimit) {
+			if err := l.SetConfig(ratelimit.Config{Burst: z.Burst, Window: z.Window, Penalty: z.Penalty}); err != nil {
+				errs = append(errs, fmt.Errorf("security.rate_limit %s: %w", name, err))
+			}
+		}
+		rl := next.Security.RateLimit
+		zone("http", s.httpZone, rl.HTTP)
+		zone("connect", s.connectZone, rl.Connect)
+		zone("pairing", s.pairingZone, rl.Pairing)
+		if level != nil {
+			level.Set(next.Log.Level)
+		}
+	}
+	s.log.Info("reloaded", "noise_keys", len(s.keys.current()), "errors", len(errs))
+	return errors.Join(errs...)
 }
