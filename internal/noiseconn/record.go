@@ -318,10 +318,11 @@ func (o *Opener) fail(err error) error {
 // reader other than io.EOF are returned as they are. Every error is sticky.
 // Padding-only records are skipped.
 //
-// The reader owns one buffer of MaxRecordSize bytes (one record at most plus
-// whatever one Read of the underlying reader returned into the rest of it),
-// which it reuses; it does not allocate per record. It is not safe for
-// concurrent use.
+// The reader owns one buffer, which it reuses; it does not allocate per
+// record. The buffer starts at initialRecordBuf bytes and doubles, up to
+// MaxRecordSize, only when a record does not fit: an idle connection or
+// one with small messages keeps a small buffer (memory per connection).
+// It is not safe for concurrent use.
 type RecordReader struct {
 	src     io.Reader
 	open    *Opener
@@ -335,8 +336,11 @@ type RecordReader struct {
 // NewRecordReader returns a RecordReader that reads records from r and
 // opens them with o.
 func NewRecordReader(r io.Reader, o *Opener) *RecordReader {
-	return &RecordReader{src: r, open: o, buf: make([]byte, MaxRecordSize)}
+	return &RecordReader{src: r, open: o, buf: make([]byte, initialRecordBuf)}
 }
+
+// initialRecordBuf is the starting size of a RecordReader's buffer.
+const initialRecordBuf = 4096
 
 // maxEmptyRecordReads bounds successive (0, nil) results of the underlying
 // reader before Read gives up with io.ErrNoProgress.
@@ -385,11 +389,17 @@ func (rr *RecordReader) Read(p []byte) (int, error) {
 		}
 		// Nothing opened is pending, so the whole buffer is free apart from
 		// the partial record in buf[r:w]: move it to the front and read
-		// into the rest. A partial record is shorter than MaxRecordSize, so
-		// there is always room.
+		// into the rest, growing the buffer when the partial record fills
+		// it. A partial record is shorter than MaxRecordSize, so there is
+		// always room once the buffer has that size.
 		if rr.r > 0 {
 			rr.w = copy(rr.buf, rr.buf[rr.r:rr.w])
 			rr.r = 0
+		}
+		if rr.w == len(rr.buf) {
+			nb := make([]byte, min(2*len(rr.buf), MaxRecordSize))
+			copy(nb, rr.buf[:rr.w])
+			rr.buf = nb
 		}
 		m, err := rr.src.Read(rr.buf[rr.w:])
 		if m < 0 || m > len(rr.buf)-rr.w {
