@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 BIN := bin
 
-.PHONY: all build test check fmt vet fuzz run clean
+.PHONY: all build test check fmt vet fuzz run clean bench
 
 all: build
 
@@ -23,7 +23,7 @@ build:
 
 # Every test, with the race detector, plus the static checks CI requires.
 test: check
-	@scripts/ensure-codecs.sh
+	@scripts/ensure-codecs.sh --test
 	$(GO) test -race -count=1 $(CODEC_TAGS) ./...
 
 check:
@@ -60,6 +60,19 @@ run: build
 	@echo "  stop with Ctrl-C"
 	@echo ""
 	COMMUCAT_AUTO_APPROVE_DEVICES=true COMMUCAT_MAX_AUTO_DEVICES=0 $(BIN)/commucat-server --config $(DEV)/commucat.toml
+
+# Load scenarios (BENCHMARKS.md) at moderate sizes against a server that
+# commucat-bench starts itself; JSON results go to $(BENCH_OUT)/.
+BENCH_OUT ?= bench-results
+BENCH_DURATION ?= 10s
+bench: build
+	@mkdir -p $(BENCH_OUT)
+	$(BIN)/commucat-bench handshake --version 2 --duration $(BENCH_DURATION) --concurrency 16 --json $(BENCH_OUT)/handshake-v2.json
+	$(BIN)/commucat-bench handshake --version 2 --pq --duration $(BENCH_DURATION) --concurrency 16 --json $(BENCH_OUT)/handshake-v2-pq.json
+	$(BIN)/commucat-bench relay --senders 16 --channel-size 2 --size 100 --duration $(BENCH_DURATION) --json $(BENCH_OUT)/relay-1to1.json
+	$(BIN)/commucat-bench idle --connections 2000 --json $(BENCH_OUT)/idle.json
+	$(BIN)/commucat-bench inbox --messages 10000 --json $(BENCH_OUT)/inbox.json
+	@echo "results in $(BENCH_OUT)/"
 
 clean:
 	rm -rf $(BIN)

@@ -8,6 +8,8 @@
 #                                    apt-get install it; else say exactly what
 #                                    to install. Prints a one-line notice when
 #                                    the build goes without codecs.
+#   scripts/ensure-codecs.sh --test  the same, and ffmpeg too (the media
+#                                    end-to-end tests decode with it).
 #   scripts/ensure-codecs.sh --tags  print the go flag this machine needs:
 #                                    nothing, or -tags=nocodecs (or noopus /
 #                                    novpx when just one library is missing).
@@ -27,6 +29,8 @@ missing() {
   command -v pkg-config >/dev/null 2>&1 || m+=(pkg-config)
   have opus || m+=(libopus-dev)
   have vpx || m+=(libvpx-dev)
+  # --test: the media end-to-end tests decode with an independent decoder.
+  if [ -n "${want_tools:-}" ]; then command -v ffmpeg >/dev/null 2>&1 || m+=(ffmpeg); fi
   echo "${m[*]}"
 }
 
@@ -44,6 +48,11 @@ tags() {
     echo "-tags=novpx"
   fi
 }
+
+want_tools=
+if [ "${1:-}" = "--test" ]; then
+  want_tools=1
+fi
 
 if [ "${1:-}" = "--tags" ]; then
   tags
@@ -64,9 +73,10 @@ if [ -n "$need" ] && [ -z "${ENSURE_CODECS_NO_INSTALL:-}" ] && command -v apt-ge
     fi
   fi
   if [ "$(id -u)" = 0 ] || [ ${#sudo[@]} -gt 0 ]; then
-    echo "ensure-codecs: installing libopus-dev libvpx-dev pkg-config with apt-get" >&2
+    echo "ensure-codecs: installing $need with apt-get" >&2
     log=$(mktemp)
-    install() { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopus-dev libvpx-dev pkg-config >"$log" 2>&1; }
+    # shellcheck disable=SC2086 # $need is a list of package names
+    install() { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need >"$log" 2>&1; }
     if ! install; then
       # Usually an empty or stale package list: refresh it once and retry.
       "${sudo[@]}" apt-get update -q >>"$log" 2>&1
