@@ -93,7 +93,7 @@ func (c *conn) expired() bool {
 func (m *Manager) Serve(ctx context.Context, t Transport, meta Meta) EndReason {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &conn{m: m, t: t, meta: meta, ctx: ctx, stop: cancel, log: m.d.Logger.With("transport", t.Kind())}
+	c := &conn{m: m, t: t, meta: meta, ctx: ctx, stop: cancel, log: m.d.Logger.With("conn", m.nextConn.Add(1), "transport", t.Kind())}
 	start := m.d.Now()
 	reader, hs, reason, ok := c.handshake(start)
 	if !ok {

@@ -80,6 +80,26 @@ type testNode struct {
 	metrics *metrics.Metrics
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	// logs receives every log line of the node at debug level.
+	logs *lockedBuffer
+}
+
+// lockedBuffer is a log sink safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newTestNode(t *testing.T, mutate func(*Config)) *testNode {
@@ -113,10 +133,12 @@ func newTestNode(t *testing.T, mutate func(*Config)) *testNode {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	logger := slog.New(slog.DiscardHandler)
+	n.logs = &lockedBuffer{}
+	var sink io.Writer = n.logs
 	if os.Getenv("SESSION_TEST_LOG") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		sink = io.MultiWriter(n.logs, os.Stderr)
 	}
+	logger := slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	n.m = NewManager(cfg, Deps{
 		Store: st, Router: &router.Router{Registry: reg, Log: logger}, Presence: router.NewLocalPresence(), Writer: w,
 		Keys: func() []noiseconn.ServerKey { return n.keys }, CA: ca, Metrics: mt, Logger: logger,

@@ -17,7 +17,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commucat/commucat/ccp"
@@ -46,6 +48,16 @@ const (
 	EndInternal                   // Internal Error (1011)
 	EndTransport                  // the transport failed (read/write error)
 )
+
+var endReasonNames = [...]string{"normal", "shutdown", "decode", "handshake", "replaced", "revoked", "keepalive", "internal", "transport"}
+
+// String names the reason for logs.
+func (r EndReason) String() string {
+	if r >= 0 && int(r) < len(endReasonNames) {
+		return endReasonNames[r]
+	}
+	return "EndReason(" + strconv.Itoa(int(r)) + ")"
+}
 
 // Transport is one /connect stream as the session sees it.
 type Transport interface {
@@ -124,6 +136,8 @@ type Manager struct {
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	draining bool
+	// nextConn numbers the streams for the logs ("conn" on every line).
+	nextConn atomic.Uint64
 }
 
 // NewManager returns a Manager.
