@@ -39,10 +39,15 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"frame", "frame decode [--strict] | frame encode", runFrame},
 		{"init", "init [--dir DIR] [--domain D] [--bind ADDR] [--force]", runInit},
 		{"migrate", "migrate", runMigrate},
 		{"register-user", "register-user <handle> [display_name] [avatar_url]", runRegisterUser},
+		{"rotate-keys", "rotate-keys (--user ID | --handle H) [--device ID | ID]", runRotateKeys},
+		{"rotate-noise", "rotate-noise", runRotateNoise},
+		{"diagnose", "diagnose [--server URL] [--ca FILE]", runDiagnose},
+		{"call-simulate", "call-simulate [frames] [--video]", runCallSimulate},
+		{"frame", "frame decode [--strict] | frame encode", runFrame},
+		{"ledger", "ledger verify [PATH]", runLedger},
 	}
 }
 
