@@ -27,8 +27,10 @@ const flushInterval = 500 * time.Millisecond
 // length) and the chain does not advance; if the rollback fails too, the
 // File refuses further records rather than append to a damaged line.
 //
-// File does not lock the file against other processes: one server
-// (node) owns one ledger file.
+// Appends from several processes (the server and `commucat-cli
+// rotate-keys`, §12.2) are serialised with an exclusive flock on Unix:
+// under the lock, a File whose size changed re-reads the chain head from
+// the last line before it appends, so the chain stays intact.
 type File struct {
 	path string
 	now  func() time.Time
@@ -198,6 +200,13 @@ func (l *File) Record(ctx context.Context, digest [32]byte, metadata any) error 
 	case l.failed != nil:
 		return l.failed
 	}
+	if err := lockFile(l.f); err != nil {
+		return fmt.Errorf("ledger: %s: lock: %w", l.path, err)
+	}
+	defer func() { _ = unlockFile(l.f) }()
+	if err := l.catchUp(); err != nil {
+		return err
+	}
 	line, seq, hash := l.head.next(l.now(), digest, meta)
 	if len(line) > MaxLineBytes {
 		return errLineTooLong(len(line))
@@ -217,6 +226,21 @@ func (l *File) Record(ctx context.Context, digest [32]byte, metadata any) error 
 	l.dirty = true
 	l.head.advance(seq, hash)
 	return nil
+}
+
+// catchUp re-reads the chain head when another process appended to the
+// file since this File last wrote (the caller holds the lock).
+func (l *File) catchUp() error {
+	fi, err := l.f.Stat()
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	if fi.Size() == l.size {
+		return nil
+	}
+	l.head = chain{}
+	l.size = 0
+	return l.load()
 }
 
 // Head returns the seq and hash of the last record (0 and zero bytes for an
