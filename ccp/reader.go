@@ -22,7 +22,17 @@ type Reader struct {
 	buf  []byte
 	r, w int // unread bytes are buf[r:w]
 	err  error
+	max  int // SetMaxFrame; 0: only the limits of §2.5
 }
+
+// SetMaxFrame bounds the length prefix of the following frames to n
+// bytes (0 removes the bound). A frame announcing more fails as soon as
+// its length prefix and type byte have arrived, fatally, with Control Too
+// Large for a Control type and Frame Too Large otherwise, instead of being
+// buffered first. The server sets it during the handshake, where only
+// HELLO and AUTH (Control, at most 256 KiB of payload) are valid, so a
+// peer that has not authenticated cannot make it buffer megabytes.
+func (r *Reader) SetMaxFrame(n int) { r.max = n }
 
 // NewReader returns a Reader that decodes src with the rules of mode.
 func NewReader(src io.Reader, mode Mode) *Reader {
@@ -57,6 +67,12 @@ func (r *Reader) ReadFrame() (Frame, error) {
 				r.r += n
 				return f, nil
 			}
+			if r.max > 0 && errors.Is(err, ErrShortBuffer) {
+				if fe := r.overLimit(); fe != nil {
+					r.err = fe
+					return Frame{}, fe
+				}
+			}
 			var fe *FrameError
 			if errors.As(err, &fe) {
 				if fe.Fatal {
@@ -80,6 +96,24 @@ func (r *Reader) ReadFrame() (Frame, error) {
 			return Frame{}, err
 		}
 	}
+}
+
+// overLimit reports a buffered frame start whose length exceeds r.max.
+func (r *Reader) overLimit() *FrameError {
+	b := r.buf[r.r:r.w]
+	fl, pl, err := PeekFrameLen(b)
+	if err != nil || fl <= r.max || len(b) <= pl {
+		return nil
+	}
+	t := FrameType(b[pl])
+	var e *FrameError
+	if t.Valid() && t.Class() == Control {
+		e = frameErr(ErrControlTooLarge, 0, "frame of %d bytes exceeds %d while only handshake frames are allowed", fl, r.max)
+	} else {
+		e = frameErr(ErrFrameTooLarge, 0, "frame of %d bytes exceeds %d while only handshake frames are allowed", fl, r.max)
+	}
+	e.Fatal = true
+	return e
 }
 
 // fill reads at least one more byte into the buffer.

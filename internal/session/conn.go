@@ -178,12 +178,20 @@ type handshakeResult struct {
 
 // handshake runs §4. On success it returns the frame reader positioned after
 // the client's AUTH.
+//
+// handshakeMaxFrame is the largest handshake frame: a Control payload of
+// 256 KiB plus the largest header (§2.5).
+const handshakeMaxFrame = ccp.MaxControlPayload + 1 + 3*ccp.MaxVarintLen
+
 func (c *conn) handshake(start time.Time) (*ccp.Reader, *handshakeResult, EndReason, bool) {
 	m := c.m
 	c.hsSeq = 1 // sequence of the next server frame
 	c.startDeadline(m.cfg.HandshakeTimeout - m.d.Now().Sub(start))
 	defer c.hsTimer.Stop()
 	rd := ccp.NewReader(c.t, ccp.V1)
+	// Only HELLO and AUTH are valid before the handshake completes: a
+	// larger frame fails on its length prefix instead of being buffered.
+	rd.SetMaxFrame(handshakeMaxFrame)
 	fail := func(herr *noiseconn.HandshakeError, reason EndReason) (*ccp.Reader, *handshakeResult, EndReason, bool) {
 		c.log.Info("handshake failed", "title", herr.Title, "detail", herr.Detail, "cause", herr.Cause)
 		p := herr.Problem()
@@ -299,6 +307,7 @@ func (c *conn) handshake(start time.Time) (*ccp.Reader, *handshakeResult, EndRea
 		return nil, nil, EndHandshake, false
 	}
 	c.sessionID = sessionID
+	rd.SetMaxFrame(0)
 	return rd, &handshakeResult{sess: sess, sh: sh, commit: done, rest: rd.Buffered()}, 0, true
 }
 
