@@ -148,16 +148,18 @@ func (m *Manager) Media(s Sender, t ccp.FrameType, ch uint32, payload []byte) *E
 		if out, e = m.transcode(c, s, t, prof, payload); e != nil {
 			return e
 		}
-		if out == nil {
-			return nil // DTX or no packet: nothing to forward
-		}
 	}
+	// §7.5 step 5: the counters count accepted inbound frames, including
+	// raw frames whose encoder output is not forwarded.
 	if mt := m.cfg.Metrics; mt != nil {
 		if t == ccp.VoiceFrame {
 			mt.CallVoiceFrames.Inc()
 		} else {
 			mt.CallVideoFrames.Inc()
 		}
+	}
+	if out == nil {
+		return nil // DTX or no packet: nothing to forward
 	}
 	c.mu.Lock()
 	targets := make([]string, 0, len(c.accepted))

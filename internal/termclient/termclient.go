@@ -106,6 +106,7 @@ type term struct {
 	tlsHinted bool
 	fatal     error // set when the client gave up by itself (see onServerError)
 	stop      context.CancelFunc
+	call      *callState // the call in progress, see calls.go
 }
 
 // printer writes whole lines to the output; it drops lines once closed.
@@ -187,6 +188,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout io.Writer) erro
 		},
 		Pattern:      o.Pattern,
 		Versions:     o.Versions,
+		Capabilities: callCapabilities,
 		PQ:           o.PQ,
 		Handle:       st.Handle,
 		Logger:       o.Logger,
@@ -444,6 +446,7 @@ func (t *term) onDisconnected(ev *client.Disconnected) {
 	what := "connection failed"
 	if was {
 		what = "disconnected"
+		t.onCallDisconnected()
 	}
 	if ev.RetryIn > 0 {
 		t.out.line("* %s, retrying in %s: %s", what, formatDuration(ev.RetryIn), describe(ev.Err))
@@ -482,8 +485,8 @@ func (t *term) onMessage(m *client.Message) {
 		t.onMsg(m)
 	case ccp.Typing:
 		t.out.line("[ch %d] %s is typing...", m.Channel, senderName(m.Sender))
-	case ccp.VoiceFrame, ccp.VideoFrame:
-		// calls are not supported here; media frames would only spam
+	case ccp.CallOffer, ccp.CallAnswer, ccp.CallEnd, ccp.CallStats, ccp.VoiceFrame, ccp.VideoFrame:
+		t.onCall(m)
 	default:
 		t.out.line("[ch %d] (%s from %s, not supported by this client)", m.Channel, m.Type, senderName(m.Sender))
 	}
@@ -709,6 +712,11 @@ const helpText = `commands:
   /presence <state>              set your presence: online, away, busy, ... (1-32 bytes)
   /typing                        tell the current channel that you are typing
   /who                           presence of the devices seen so far
+  /call [channel]                call the members of a channel (default: the current one)
+  /answer                        accept the incoming call
+  /hangup                        end, cancel or decline the call
+  /tone [seconds]                send a 440 Hz test tone into the call (default 3 s)
+  /media                         media frames received and sent in the call
   /help                          this help
   /quit                          exit (Ctrl-D too)`
 
@@ -833,6 +841,9 @@ func (t *term) handleLine(ctx context.Context, line string) bool {
 	case "who":
 		t.showWho()
 	default:
+		if t.callCommand(ctx, strings.ToLower(cmd), args) {
+			return true
+		}
 		t.out.line("! unknown command %s", short("/"+cmd))
 		t.help()
 	}
