@@ -57,6 +57,11 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP is caught from here on: before the server runs (storage may be
+	// retried for --startup-wait) it is ignored instead of killing us.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	// COMMUCAT_REDIS_PREFIX is not a configuration key (§10.2) but a knob
 	// for tests and shared Redis servers: it is prepended to every Redis
 	// key and bus channel, so that independent clusters (e.g. parallel
@@ -75,9 +80,11 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "error: %v\n", err)
 		return 1
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// A SIGHUP during start-up found the keys not loaded yet; drop it.
+	select {
+	case <-hup:
+	default:
+	}
 	go func() {
 		for {
 			select {

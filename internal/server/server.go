@@ -566,6 +566,9 @@ func (s *Server) background(ctx context.Context) {
 			if err := s.keys.tick(ctx); err != nil {
 				s.log.Warn("noise key rotation", "err", err)
 			}
+			if err := s.admins.Tick(ctx); err != nil {
+				s.log.Warn("admin token rotation", "err", err)
+			}
 		case <-hour.C:
 			if n, err := s.store.DeleteClosedSessions(ctx, s.now().Add(-s.cfg.SessionTTL)); err != nil {
 				s.log.Warn("deleting old sessions", "err", err)
