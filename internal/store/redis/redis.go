@@ -118,6 +118,21 @@ func (c *Cluster) RefreshRoutes(ctx context.Context, devices []string) error {
 	if len(devices) == 0 {
 		return nil
 	}
+	err := c.refreshRoutes(ctx, devices)
+	if goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Script.Run falls back from EVALSHA to EVAL only outside a
+		// pipeline: a pipelined EVALSHA of a script Redis has not cached
+		// (a fresh or restarted Redis) fails with NOSCRIPT, and the routes
+		// would never be renewed. Load the script and try again.
+		if err := refreshScript.Load(ctx, c.rdb).Err(); err != nil {
+			return err
+		}
+		err = c.refreshRoutes(ctx, devices)
+	}
+	return err
+}
+
+func (c *Cluster) refreshRoutes(ctx context.Context, devices []string) error {
 	pipe := c.rdb.Pipeline()
 	for _, d := range devices {
 		refreshScript.Run(ctx, pipe, []string{c.key("route", d)}, c.opts.NodeID, c.opts.RouteTTL.Milliseconds())

@@ -145,3 +145,23 @@ func TestPresence(t *testing.T) {
 		t.Fatal("unknown device present")
 	}
 }
+
+// RefreshRoutes pipelines EVALSHA; on a Redis that has not cached the
+// script (fresh, restarted or flushed) it must still renew the routes.
+func TestRefreshRoutesWithoutCachedScript(t *testing.T) {
+	a, _ := newPair(t)
+	ctx := context.Background()
+	if _, err := a.ClaimRoute(ctx, "dev-r"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.rdb.PExpire(ctx, a.key("route", "dev-r"), time.Second)
+	if err := a.RefreshRoutes(ctx, []string{"dev-r"}); err != nil {
+		t.Fatalf("RefreshRoutes: %v", err)
+	}
+	if ttl := a.rdb.PTTL(ctx, a.key("route", "dev-r")).Val(); ttl <= 2*time.Second {
+		t.Fatalf("route TTL after refresh = %v, want about 5 s", ttl)
+	}
+}
