@@ -84,8 +84,24 @@ func (k *noiseKeys) newKey(version int, priv, pub [32]byte, now time.Time) (stor
 // differs from the pair last inserted from configuration (§10.4), then
 // loads the keys.
 func (k *noiseKeys) init(ctx context.Context, priv, pub [32]byte) error {
+	// Two nodes starting together on a fresh database race to insert the
+	// configured key; the loser gets ErrConflict and tries again, then
+	// finds the key configured (§10.4: the loser reloads).
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = k.initOnce(ctx, priv, pub); !errors.Is(err, store.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return k.reload(ctx)
+}
+
+func (k *noiseKeys) initOnce(ctx context.Context, priv, pub [32]byte) error {
 	now := k.now()
-	err := k.store.Tx(ctx, func(q store.Queries) error {
+	return k.store.Tx(ctx, func(q store.Queries) error {
 		last, err := q.NoiseConfig(ctx)
 		if err == nil && last == pub {
 			return nil
@@ -110,10 +126,6 @@ func (k *noiseKeys) init(ctx context.Context, priv, pub [32]byte) error {
 		}
 		return q.SetNoiseConfig(ctx, pub, now)
 	})
-	if err != nil {
-		return err
-	}
-	return k.reload(ctx)
 }
 
 // reload reads the non-expired keys from storage.

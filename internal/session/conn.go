@@ -453,7 +453,11 @@ func (c *conn) cleanup() {
 	if err := m.d.Store.CloseSession(ctx, c.sessionID, now); err != nil {
 		c.log.Warn("recording session end", "err", err)
 	}
-	if c.replaced.Load() || !m.d.Router.Registry.Unregister(c) {
+	// Unregister first: a connection replaced from another node is still
+	// this node's registry entry and must leave it (Unregister removes only
+	// this very connection, never its successor on this node).
+	unregistered := m.d.Router.Registry.Unregister(c)
+	if c.replaced.Load() || !unregistered {
 		c.log.Info("disconnected (replaced)")
 		return
 	}
@@ -461,7 +465,7 @@ func (c *conn) cleanup() {
 	c.setPresence(stateOffline)
 	c.pushPresence(stateOffline)
 	m.d.Calls.Disconnect(c.device.ID)
-	c.log.Info("disconnected", "reason", int(c.endReason(EndNormal)))
+	c.log.Info("disconnected", "reason", c.endReason(EndNormal).String())
 }
 
 // idleReader sets a read deadline before every Read (§3.6 HTTP/1.1 v2
