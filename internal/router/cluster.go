@@ -26,6 +26,10 @@ type BusMessage struct {
 	Sequence   uint32
 	Payload    []byte
 	EnvelopeID *string
+	// QueueID (deliver with an envelope): the inbox entry's queue id, an
+	// extension member "queue_id" of the §9.4 message (receivers ignore
+	// unknown members); 0 when absent.
+	QueueID    int64
 	Reason     string // kick: replaced or revoked
 	Session    string // kick: the new connection's session ("" for revoked)
 	CallID     *string
@@ -117,7 +121,7 @@ func (r *Router) NotifyInbox(entries []store.InboxEntry) {
 			continue
 		}
 		env := e.EnvelopeID
-		if err := r.Cluster.Publish(ctx, node, BusMessage{Kind: KindDeliver, Device: e.Recipient, FrameType: e.FrameType, Channel: e.Channel, Payload: e.Payload, EnvelopeID: &env}); err != nil {
+		if err := r.Cluster.Publish(ctx, node, BusMessage{Kind: KindDeliver, Device: e.Recipient, FrameType: e.FrameType, Channel: e.Channel, Payload: e.Payload, EnvelopeID: &env, QueueID: e.QueueID}); err != nil {
 			r.Log.Warn("bus publish", "err", err)
 		}
 	}
@@ -180,7 +184,9 @@ func (r *Router) Handle(m BusMessage) {
 	switch m.Kind {
 	case KindDeliver:
 		if m.EnvelopeID != nil {
-			p.RequestCatchup()
+			// Re-read from just before the entry: it may have committed
+			// after entries with higher queue ids were delivered here.
+			p.RequestCatchup(max(m.QueueID-1, 0))
 			return
 		}
 		// Presence pushes go only to connections that accepted them (§6.8).
@@ -204,6 +210,6 @@ func (r *Router) Handle(m BusMessage) {
 // outage, notifications may have been lost).
 func (r *Router) CatchUpAll() {
 	for _, p := range r.Registry.All() {
-		p.RequestCatchup()
+		p.RequestCatchup(0)
 	}
 }

@@ -28,9 +28,13 @@ type Peer interface {
 	// DeliverInbox hands over committed inbox entries for this device, in
 	// queue order. The peer may drop them and re-read the inbox later.
 	DeliverInbox(entries []store.InboxEntry)
-	// RequestCatchup makes the connection re-read its inbox (entries were
-	// committed elsewhere).
-	RequestCatchup()
+	// RequestCatchup makes the connection re-read its inbox from the entry
+	// after queue id after (entries were committed elsewhere). Queue ids
+	// committed by different nodes need not commit in id order, so a
+	// notified entry may lie below what the connection already delivered;
+	// the connection re-reads from after and skips what it delivered.
+	// after = 0 re-reads the whole inbox (notifications may have been lost).
+	RequestCatchup(after int64)
 	// Kick ends the connection with ERROR Replaced or Device Revoked.
 	Kick(reason KickReason)
 	// WantsPresence reports whether the connection accepted presence.push.

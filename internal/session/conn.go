@@ -433,7 +433,7 @@ func bareForV1(t ccp.FrameType, p []byte) bool {
 
 func (c *conn) DeliverInbox(entries []store.InboxEntry) { c.out.pushInbox(entries) }
 
-func (c *conn) RequestCatchup() { c.out.requestCatchup() }
+func (c *conn) RequestCatchup(after int64) { c.out.requestCatchupFrom(after) }
 
 // cleanup runs §6.10.
 func (c *conn) cleanup() {

@@ -41,10 +41,26 @@ type outbound struct {
 	mu      sync.Mutex
 	control []outFrame
 	live    []outFrame
-	// inbox holds committed entries handed over by the writer, ascending.
+	// inbox holds committed entries handed over by the writer or read
+	// back, in the order they arrived (ascending within one source).
 	inbox []store.InboxEntry
 	// last is the highest queue id written or queued in inbox.
 	last int64
+	// sent remembers the queue ids queued on this connection (the most
+	// recent sentRingSize), so that a re-read below last (rescan) skips
+	// what was delivered. With several nodes, queue ids need not commit in
+	// id order: an entry committed by another node can have a lower id
+	// than entries this connection already delivered.
+	sent sentSet
+	// rescan >= 0: the next catch-up read starts after this queue id
+	// instead of after last; -1: none pending. rescanGen counts the
+	// requests that moved it; readRescan and readGen describe the read in
+	// progress (whether it was a re-read, and the generation it started
+	// at), so that a request arriving during a read is not lost.
+	rescan     int64
+	rescanGen  uint64
+	readRescan bool
+	readGen    uint64
 	// catchup: entries may exist in the store that are neither written nor
 	// queued; the sender reads them (pages after last). dirty: a handover
 	// was dropped during a read, so read again before leaving catch-up.
@@ -69,6 +85,7 @@ func newOutbound() *outbound {
 	return &outbound{
 		catchup:  true,
 		initial:  true,
+		rescan:   -1,
 		inflight: make(map[uint32]int64),
 		wake:     make(chan struct{}, 1),
 		slots:    make(chan struct{}, maxControlBacklog),
@@ -142,27 +159,71 @@ func (o *outbound) pushInbox(entries []store.InboxEntry) {
 		return
 	}
 	for _, e := range entries {
-		if e.QueueID <= o.last {
+		if o.sent.has(e.QueueID) {
 			continue
 		}
 		if len(o.inbox) >= maxPendingInbox {
+			// Re-read from before the first entry not taken.
 			o.catchup, o.dirty = true, true
+			o.rescanFrom(e.QueueID - 1)
 			break
 		}
-		o.inbox = append(o.inbox, e)
-		o.last = e.QueueID
+		o.queue(e)
 	}
 	o.mu.Unlock()
 	o.signal()
 }
 
-// requestCatchup makes the sender re-read the inbox (e.g. a cross-node
-// notification whose entries are not at hand).
+// requestCatchup makes the sender re-read the inbox after last.
 func (o *outbound) requestCatchup() {
 	o.mu.Lock()
 	o.catchup, o.dirty = true, true
 	o.mu.Unlock()
 	o.signal()
+}
+
+// requestCatchupFrom makes the sender re-read the inbox from the entry
+// after queue id after (a cross-node notification whose entry is not at
+// hand, and may lie below last).
+func (o *outbound) requestCatchupFrom(after int64) {
+	o.mu.Lock()
+	o.catchup, o.dirty = true, true
+	o.rescanFrom(after)
+	o.mu.Unlock()
+	o.signal()
+}
+
+// rescanFrom makes the next read start after queue id after when that is
+// below last (the caller holds mu).
+func (o *outbound) rescanFrom(after int64) {
+	after = max(after, 0)
+	if after >= o.last {
+		return
+	}
+	if o.rescan < 0 || after < o.rescan {
+		o.rescan = after
+		o.rescanGen++
+	}
+}
+
+// queue appends e to the inbox queue (the caller holds mu and checked
+// that e was not sent).
+func (o *outbound) queue(e store.InboxEntry) {
+	o.inbox = append(o.inbox, e)
+	o.sent.add(e.QueueID)
+	o.last = max(o.last, e.QueueID)
+}
+
+// beginRead returns where the catch-up read about to start begins: after
+// rescan when one is pending, else after last.
+func (o *outbound) beginRead() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.readRescan, o.readGen = o.rescan >= 0, o.rescanGen
+	if o.readRescan {
+		return o.rescan
+	}
+	return o.last
 }
 
 // acked removes an inbox delivery from the in-flight set and returns its
@@ -239,12 +300,25 @@ func (o *outbound) take(ackMode bool, maxFrames int) (b batch, needRead bool) {
 func (o *outbound) readDone(entries []store.InboxEntry, full bool) (initialDone bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	rescanning := o.readRescan
+	o.readRescan = false
 	for _, e := range entries {
-		if e.QueueID > o.last {
-			o.inbox = append(o.inbox, e)
-			o.last = e.QueueID
+		if o.sent.has(e.QueueID) || (!rescanning && e.QueueID <= o.last) {
+			continue
 		}
+		o.queue(e)
 	}
+	if rescanning && o.rescanGen == o.readGen {
+		if full {
+			// Continue the re-read after this page.
+			o.rescan = entries[len(entries)-1].QueueID
+			return false
+		}
+		// The re-read reached the end of the inbox, past last too.
+		o.rescan = -1
+	}
+	// A re-read requested during this read is still pending (rescan >= 0,
+	// dirty): catch-up goes on.
 	if !full && !o.dirty {
 		o.catchup = false
 		if o.initial && len(o.inbox) == 0 {
@@ -274,4 +348,39 @@ func (o *outbound) close() {
 	o.closed = true
 	o.mu.Unlock()
 	o.signal()
+}
+
+// sentRingSize bounds the remembered queue ids; it exceeds what can be
+// queued and in flight at once (maxPendingInbox + maxInflight), so an
+// entry still in the store that this connection delivered is remembered.
+const sentRingSize = 4 * (maxPendingInbox + maxInflight)
+
+// sentSet is a set of the most recent sentRingSize queue ids.
+type sentSet struct {
+	ids  map[int64]struct{}
+	ring []int64
+	next int
+}
+
+func (s *sentSet) has(id int64) bool {
+	_, ok := s.ids[id]
+	return ok
+}
+
+func (s *sentSet) add(id int64) {
+	if s.ids == nil {
+		s.ids = make(map[int64]struct{}, 64)
+		s.ring = make([]int64, 0, 64)
+	}
+	if _, ok := s.ids[id]; ok {
+		return
+	}
+	if len(s.ring) < sentRingSize {
+		s.ring = append(s.ring, id)
+	} else {
+		delete(s.ids, s.ring[s.next])
+		s.ring[s.next] = id
+		s.next = (s.next + 1) % sentRingSize
+	}
+	s.ids[id] = struct{}{}
 }

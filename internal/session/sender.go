@@ -257,10 +257,10 @@ func (w *frameWriter) flush() error {
 // catch-up read.
 func (o *outbound) takeRound(ackMode bool) (batch, bool, int64) {
 	b, needRead := o.take(ackMode, maxFramesPerWrite)
-	o.mu.Lock()
-	last := o.last
-	o.mu.Unlock()
-	return b, needRead, last
+	if !needRead {
+		return b, false, 0
+	}
+	return b, true, o.beginRead()
 }
 
 func (o *outbound) isClosed() bool {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -225,7 +224,7 @@ func TestCrossNodeReplacement(t *testing.T) {
 
 	// The new connection works: X sends through node 2, and a sender on
 	// node 2 reaches X. (A sender on node 1 does not: see
-	// TestKnownBugReplacedStaleRegistry.)
+	// TestRegressionReplacedStaleRegistry.)
 	ctx := context.Background()
 	if err := s2.send(ctx, ch, []byte("from-x-on-node-2")); err != nil {
 		t.Fatal(err)
@@ -437,7 +436,7 @@ func TestRedisCut(t *testing.T) {
 	// Local delivery keeps working during the cut: A's local sends share
 	// node 1's inbox writer (and A's connection) with its cross-node sends.
 	// Only A sends locally: local frames *to* A would trip the inbox-cursor
-	// bug reproduced by TestKnownBugInterleavedInbox.
+	// bug reproduced by TestRegressionInterleavedInbox.
 	var slowest time.Duration
 	crossDone := make(chan struct{})
 	go func() { crossWG.Wait(); close(crossDone) }()
@@ -515,14 +514,10 @@ func (d *device) countLocked2typing(ch uint32) int {
 
 // TestConcurrentStartup starts two nodes at the same moment on a fresh
 // database, as an orchestrator starting a cluster does. Both insert the
-// configured Noise key; §10.4 says the loser of the insert reloads. It
-// currently exits with "insert noise key: store: conflict"
-// (internal/server/keys.go noiseKeys.init), so it runs only with
-// COMMUCAT_MN_KNOWN_BUGS=1.
+// configured Noise key; §10.4 says the loser of the insert reloads
+// (regression: the loser used to exit with "insert noise key: store:
+// conflict").
 func TestConcurrentStartup(t *testing.T) {
-	if os.Getenv("COMMUCAT_MN_KNOWN_BUGS") == "" {
-		t.Skip("known bug (noiseKeys.init fails on a concurrent insert); set COMMUCAT_MN_KNOWN_BUGS=1 to run")
-	}
 	t.Parallel()
 	for i := 0; i < 3; i++ {
 		t.Run(fmt.Sprintf("try%d", i), func(t *testing.T) {
@@ -540,28 +535,20 @@ func chanClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// knownBug skips a test that reproduces a bug outside this package's
-// area unless COMMUCAT_MN_KNOWN_BUGS is set.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("COMMUCAT_MN_KNOWN_BUGS") == "" {
-		t.Skip("known bug (" + what + "); set COMMUCAT_MN_KNOWN_BUGS=1 to run")
-	}
-}
-
-// TestKnownBugInterleavedInbox: a device on node 1 receives from a sender
+// TestRegressionInterleavedInbox: a device on node 1 receives from a sender
 // on node 2 and from a sender on node 1. The cross-node notification of
 // B's frame is lost (Redis cut), then C's local frame is handed to A's
 // connection directly (router.Writer → conn.DeliverInbox →
 // outbound.pushInbox), which advances the connection's inbox cursor
 // (outbound.last) past B's older queue id. The catch-up after the restore
-// reads only after that cursor, so B's acknowledged frame is not
-// delivered on this connection (only after A reconnects). The same
-// happens without any outage whenever node 2's bus notification arrives
+// used to read only after that cursor, so B's acknowledged frame was not
+// delivered on this connection (only after A reconnected). The same
+// happened without any outage whenever node 2's bus notification arrived
 // after a later local commit for the same device (see
-// TestKnownBugConcurrentSenders).
-func TestKnownBugInterleavedInbox(t *testing.T) {
-	knownBug(t, "session outbound.pushInbox skips other nodes' older entries")
+// TestRegressionConcurrentSenders). Now a notification re-reads from just
+// below its entry, and the catch-up after a bus outage from the start,
+// skipping what the connection already delivered.
+func TestRegressionInterleavedInbox(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOptions{redisProxy: true})
 	n1, n2 := c.Nodes[0], c.Nodes[1]
@@ -591,11 +578,10 @@ func TestKnownBugInterleavedInbox(t *testing.T) {
 	})
 }
 
-// TestKnownBugConcurrentSenders: no fault at all. A (node 1) receives a
+// TestRegressionConcurrentSenders: no fault at all. A (node 1) receives a
 // stream from B (node 2) and one from C (node 1) at the same time; every
 // acknowledged frame must reach A's connection without a reconnect.
-func TestKnownBugConcurrentSenders(t *testing.T) {
-	knownBug(t, "session outbound.pushInbox skips other nodes' older entries")
+func TestRegressionConcurrentSenders(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOptions{})
 	n1, n2 := c.Nodes[0], c.Nodes[1]
@@ -659,14 +645,13 @@ func TestRouteOutlivesTTL(t *testing.T) {
 	b.waitMsgs(wait, ccp.Msg, ch, 1)
 }
 
-// TestKnownBugReplacedStaleRegistry: X connects to node 1, then to node 2.
+// TestRegressionReplacedStaleRegistry: X connects to node 1, then to node 2.
 // Node 1's replaced connection never removes itself from node 1's registry
 // (session conn.cleanup skips Registry.Unregister when c.replaced is set),
 // so node 1 keeps handing X's frames to the dead connection: a MSG from Y
 // on node 1 is stored but never notified to node 2, and live frames and
 // presence pushes for X from node 1 are dropped, until X reconnects.
-func TestKnownBugReplacedStaleRegistry(t *testing.T) {
-	knownBug(t, "session conn.cleanup leaves a replaced connection registered")
+func TestRegressionReplacedStaleRegistry(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOptions{})
 	n1, n2 := c.Nodes[0], c.Nodes[1]

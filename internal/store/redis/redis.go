@@ -172,6 +172,7 @@ type wireMessage struct {
 	FrameType  *uint8  `json:"frame_type,omitempty"`
 	Kind       string  `json:"kind"`
 	Payload    *string `json:"payload,omitempty"`
+	QueueID    *int64  `json:"queue_id,omitempty"`
 	Reason     *string `json:"reason,omitempty"`
 	ReplyTo    *string `json:"reply_to,omitempty"`
 	RequestID  *string `json:"request_id,omitempty"`
@@ -193,6 +194,10 @@ func EncodeMessage(m router.BusMessage) ([]byte, error) {
 			obj["envelope_id"] = *m.EnvelopeID
 		} else {
 			obj["envelope_id"] = nil
+		}
+		if m.QueueID > 0 {
+			// Extension of §9.4 (see router.BusMessage.QueueID).
+			obj["queue_id"] = m.QueueID
 		}
 	case router.KindKick:
 		obj["reason"] = m.Reason
@@ -254,6 +259,9 @@ func DecodeMessage(b []byte) (router.BusMessage, error) {
 		m.Payload = p
 	}
 	m.EnvelopeID, m.CallID = w.EnvelopeID, w.CallID
+	if w.QueueID != nil && *w.QueueID > 0 {
+		m.QueueID = *w.QueueID
+	}
 	for dst, src := range map[*string]*string{&m.Reason: w.Reason, &m.Session: w.Session, &m.ReplyTo: w.ReplyTo, &m.RequestID: w.RequestID} {
 		if src != nil {
 			*dst = *src

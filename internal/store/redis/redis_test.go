@@ -165,3 +165,24 @@ func TestRefreshRoutesWithoutCachedScript(t *testing.T) {
 		t.Fatalf("route TTL after refresh = %v, want about 5 s", ttl)
 	}
 }
+
+// The queue_id extension member of deliver round-trips, and a message
+// without it (another implementation) decodes with QueueID 0.
+func TestDeliverQueueID(t *testing.T) {
+	env := "e"
+	b, err := EncodeMessage(router.BusMessage{Kind: router.KindDeliver, Device: "d", FrameType: 5, Channel: 1, Payload: []byte("hi"), EnvelopeID: &env, QueueID: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"channel":1,"device":"d","envelope_id":"e","frame_type":5,"kind":"deliver","payload":"aGk=","queue_id":42}`; string(b) != want {
+		t.Fatalf("got %s", b)
+	}
+	m, err := DecodeMessage(b)
+	if err != nil || m.QueueID != 42 {
+		t.Fatalf("decode: %+v %v", m, err)
+	}
+	m, err = DecodeMessage([]byte(`{"channel":1,"device":"d","envelope_id":"e","frame_type":5,"kind":"deliver","payload":"aGk="}`))
+	if err != nil || m.QueueID != 0 || m.EnvelopeID == nil {
+		t.Fatalf("decode without queue_id: %+v %v", m, err)
+	}
+}
