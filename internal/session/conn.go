@@ -32,6 +32,9 @@ const (
 type chanState struct {
 	last  uint32
 	reply []byte // ACK payload sent for the frame at last, nil if none
+	// commit is the inbox write the reply at last waits for (nil: none);
+	// a repeat of that frame gets the same outcome.
+	commit *commit
 	used  uint64 // recency, for eviction
 }
 
@@ -58,6 +61,13 @@ type conn struct {
 	sealer     *noiseconn.Sealer
 	seq        uint32 // last server sequence used (sender goroutine only)
 	senderDone chan struct{}
+	// pendingCommit is set by a handler whose reply waits for an inbox
+	// write (the reader goroutine only); commits counts those writes.
+	pendingCommit *commit
+	commits       sync.WaitGroup
+	durMu         sync.Mutex
+	durQ          []pendingWrite
+	durRunning    bool
 
 	chans      map[uint32]*chanState
 	chanClock  uint64
@@ -379,6 +389,7 @@ func (c *conn) run(rd *ccp.Reader, hs *handshakeResult, start time.Time) EndReas
 	reason := c.readLoop(rd)
 	c.out.close()
 	<-c.senderDone
+	c.commits.Wait() // pipelined inbox writes (storeAsync)
 	c.cleanup()
 	return c.endReason(reason)
 }

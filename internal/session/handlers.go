@@ -385,8 +385,11 @@ func (c *conn) recipients(ctx context.Context, q store.Queries, ch uint32) ([]st
 	return slices.Delete(members, i, i+1), nil
 }
 
-// handleDurable stores a durable frame for every recipient and then
-// acknowledges it (§6.7).
+// handleDurable stores a durable frame for every recipient and
+// acknowledges it once stored (§6.7). The write is pipelined: the reader
+// goes on with the next frames while the group commit runs, and the ACK
+// waits in the reply queue, in order, until the commit is done
+// (c.pendingCommit; a failed commit turns it into ERROR Internal Error).
 func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([]byte, *protoErr) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -397,15 +400,96 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 	if e != nil {
 		return nil, e
 	}
-	if e := c.storeDurable(ctx, f.Type, f.Channel, payload, rcpts, received); e != nil {
+	entries, e := c.durableEntries(f.Type, f.Channel, payload, rcpts, received)
+	if e != nil {
 		return nil, e
+	}
+	if len(entries) > 0 {
+		c.pendingCommit = c.storeAsync(entries)
 	}
 	return ackPayload(f.Sequence), nil
 }
 
+// pendingWrite is a durable frame's entries waiting for the commit loop.
+type pendingWrite struct {
+	entries []store.InboxEntry
+	cm      *commit
+}
+
+// storeAsync queues entries for this connection's commit loop and returns
+// the commit a reply can wait for. The loop writes the queued frames in
+// arrival order, all that queued up in one Writer.Store (so the frames of
+// one sender keep their order in every recipient's inbox), and Serve
+// waits for it before the connection's cleanup. The queue is bounded by
+// the reply backlog: every queued frame holds a reply slot.
+func (c *conn) storeAsync(entries []store.InboxEntry) *commit {
+	cm := newCommit()
+	c.durMu.Lock()
+	c.durQ = append(c.durQ, pendingWrite{entries: entries, cm: cm})
+	start := !c.durRunning
+	c.durRunning = true
+	c.durMu.Unlock()
+	if start {
+		c.commits.Add(1)
+		go c.commitLoop()
+	}
+	return cm
+}
+
+// commitLoop writes the queued durable frames until the queue is empty.
+func (c *conn) commitLoop() {
+	defer c.commits.Done()
+	m := c.m
+	for {
+		c.durMu.Lock()
+		q := c.durQ
+		c.durQ = nil
+		if len(q) == 0 {
+			c.durRunning = false
+			c.durMu.Unlock()
+			return
+		}
+		c.durMu.Unlock()
+		// A fresh slice each time: the writer may keep it (dispatch).
+		var all []store.InboxEntry
+		for _, p := range q {
+			all = append(all, p.entries...)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		start := m.d.Now()
+		err := m.d.Writer.Store(ctx, all)
+		cancel()
+		if err != nil {
+			c.log.Error("storing durable frames", "err", err, "frames", len(q))
+		} else {
+			m.d.Metrics.RelayStoreDuration.Observe(m.d.Now().Sub(start).Seconds())
+		}
+		for _, p := range q {
+			p.cm.finish(err)
+		}
+		c.out.signal()
+	}
+}
+
 // storeDurable writes one inbox entry per local recipient through the
-// group-committing writer.
+// group-committing writer and waits for the commit.
 func (c *conn) storeDurable(ctx context.Context, t ccp.FrameType, ch uint32, payload []byte, rcpts []string, received time.Time) *protoErr {
+	m := c.m
+	entries, e := c.durableEntries(t, ch, payload, rcpts, received)
+	if e != nil || len(entries) == 0 {
+		return e
+	}
+	start := m.d.Now()
+	if err := m.d.Writer.Store(ctx, entries); err != nil {
+		c.log.Error("storing durable frame", "err", err)
+		return errInternal
+	}
+	m.d.Metrics.RelayStoreDuration.Observe(m.d.Now().Sub(start).Seconds())
+	return nil
+}
+
+// durableEntries builds one inbox entry per local recipient.
+func (c *conn) durableEntries(t ccp.FrameType, ch uint32, payload []byte, rcpts []string, received time.Time) ([]store.InboxEntry, *protoErr) {
 	m := c.m
 	entries := make([]store.InboxEntry, 0, len(rcpts))
 	for _, r := range rcpts {
@@ -417,23 +501,14 @@ func (c *conn) storeDurable(ctx context.Context, t ccp.FrameType, ch uint32, pay
 		}
 		env, err := randomID(m.d.Rand)
 		if err != nil {
-			return errInternal
+			return nil, errInternal
 		}
 		entries = append(entries, store.InboxEntry{
 			EnvelopeID: env, Recipient: r, Sender: c.device.ID, Channel: ch, FrameType: uint8(t),
 			Payload: payload, CreatedAt: received, ExpiresAt: received.Add(m.cfg.RelayTTL),
 		})
 	}
-	if len(entries) == 0 {
-		return nil
-	}
-	start := m.d.Now()
-	if err := m.d.Writer.Store(ctx, entries); err != nil {
-		c.log.Error("storing durable frame", "err", err)
-		return errInternal
-	}
-	m.d.Metrics.RelayStoreDuration.Observe(m.d.Now().Sub(start).Seconds())
-	return nil
+	return entries, nil
 }
 
 // handleTyping implements TYPING: live fan-out with sender attribution.
@@ -516,6 +591,9 @@ func (c *conn) handleCall(f ccp.Frame, _ time.Time) ([]byte, *protoErr) {
 		if f.Channel == 0 {
 			return nil, perr(ccp.TitleInvalidPayload, detailReserved)
 		}
+		if bus := c.m.d.CallBus; bus != nil && bus.forwardMedia(c, f) {
+			return nil, nil // the owner node replies only to reject it (§9.4)
+		}
 		s := media.Sender{
 			Device:   c.device.ID,
 			RawAudio: noiseconn.HasCapability(c.accepted, noiseconn.CapRawAudio),
@@ -537,6 +615,17 @@ func (c *conn) handleCall(f ccp.Frame, _ time.Time) ([]byte, *protoErr) {
 	if e != nil {
 		return nil, e
 	}
+	bus := c.m.d.CallBus
+	if bus != nil && f.Type != ccp.CallOffer {
+		// §7.2 node pinning: a call held by another node is handled there.
+		id, node, e := bus.remoteCall(obj)
+		if e != nil {
+			return nil, e
+		}
+		if node != "" {
+			return bus.forwardCall(c, f, id, node)
+		}
+	}
 	var ack []byte
 	var me *media.Error
 	switch f.Type {
@@ -547,7 +636,17 @@ func (c *conn) handleCall(f ccp.Frame, _ time.Time) ([]byte, *protoErr) {
 		if err != nil {
 			return nil, errInternal
 		}
+		claimed := ""
+		if bus != nil {
+			var e *protoErr
+			if claimed, e = bus.claimOffer(c.device.ID, f.Channel, f.Payload, members); e != nil {
+				return nil, e
+			}
+		}
 		ack, me = calls.Offer(c.device.ID, f.Channel, f.Sequence, f.Payload, payload, members)
+		if me != nil && claimed != "" {
+			c.m.d.Router.ReleaseCall(claimed, f.Channel)
+		}
 	case ccp.CallAnswer:
 		ack, me = calls.Answer(c.device.ID, f.Channel, f.Sequence, f.Payload, payload)
 	case ccp.CallEnd:

@@ -32,6 +32,32 @@ type outFrame struct {
 	accepted time.Time
 	// slot: the frame holds a control backlog slot (pushControl).
 	slot bool
+	// commit: the reply waits for this inbox write; when it failed the
+	// frame becomes an ERROR with failPayload.
+	commit      *commit
+	failPayload []byte
+}
+
+// commit is the outcome of a pipelined inbox write (conn.storeAsync).
+type commit struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+func newCommit() *commit { return &commit{done: make(chan struct{})} }
+
+func (c *commit) finish(err error) {
+	c.err = err
+	close(c.done)
+}
+
+func (c *commit) ready() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // outbound is the send side of a connection: bounded queues filled by the
@@ -255,7 +281,22 @@ func (b *batch) empty() bool { return len(b.control) == 0 && len(b.live) == 0 &&
 func (o *outbound) take(ackMode bool, maxFrames int) (b batch, needRead bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	n := min(len(o.control), maxFrames)
+	// Replies leave in order: the first one still waiting for its commit
+	// holds back the rest.
+	n := 0
+	for n < len(o.control) && n < maxFrames {
+		f := &o.control[n]
+		if f.commit != nil {
+			if !f.commit.ready() {
+				break
+			}
+			if f.commit.err != nil {
+				f.t, f.payload = ccp.Error, f.failPayload
+			}
+			f.commit = nil
+		}
+		n++
+	}
 	b.control = append(b.control, o.control[:n]...)
 	o.control = o.control[n:]
 	if len(o.control) == 0 {

@@ -115,7 +115,7 @@ func (c *conn) handleFrame(f ccp.Frame, received time.Time) {
 		if st != nil {
 			if f.Sequence == st.last {
 				if st.reply != nil {
-					c.out.pushControl(c.ctx, outFrame{t: ccp.Ack, ch: f.Channel, payload: st.reply})
+					c.out.pushControl(c.ctx, c.ackFrame(f, st.reply, st.commit))
 				}
 				return
 			}
@@ -125,7 +125,10 @@ func (c *conn) handleFrame(f ccp.Frame, received time.Time) {
 			}
 		}
 	}
+	c.pendingCommit = nil
 	ack, e := c.dispatch(f, received)
+	cm := c.pendingCommit
+	c.pendingCommit = nil
 	if e != nil {
 		if media && !c.mediaErrorAllowed(received) {
 			return
@@ -134,15 +137,15 @@ func (c *conn) handleFrame(f ccp.Frame, received time.Time) {
 		return
 	}
 	if !exempt {
-		c.accept(f, ack)
+		c.accept(f, ack, cm)
 	}
 	if ack != nil {
-		c.out.pushControl(c.ctx, outFrame{t: ccp.Ack, ch: f.Channel, payload: ack})
+		c.out.pushControl(c.ctx, c.ackFrame(f, ack, cm))
 	}
 }
 
 // accept advances L for the frame's channel (§6.2).
-func (c *conn) accept(f ccp.Frame, reply []byte) {
+func (c *conn) accept(f ccp.Frame, reply []byte, cm *commit) {
 	c.chanClock++
 	st := c.chans[f.Channel]
 	if st == nil {
@@ -159,7 +162,21 @@ func (c *conn) accept(f ccp.Frame, reply []byte) {
 		st = &chanState{}
 		c.chans[f.Channel] = st
 	}
-	st.last, st.reply, st.used = f.Sequence, reply, c.chanClock
+	st.last, st.reply, st.commit, st.used = f.Sequence, reply, cm, c.chanClock
+}
+
+// ackFrame is the ACK reply to f; with a commit, the sender holds it (and
+// every reply after it) until the commit is done, and sends ERROR
+// Internal Error instead when the commit failed.
+func (c *conn) ackFrame(f ccp.Frame, ack []byte, cm *commit) outFrame {
+	o := outFrame{t: ccp.Ack, ch: f.Channel, payload: ack}
+	if cm != nil {
+		p := ccp.NewProblem(errInternal.title, errInternal.detail)
+		p.SetFrameType(f.Type)
+		p.SetSequence(f.Sequence)
+		o.commit, o.failPayload = cm, p.JSON()
+	}
+	return o
 }
 
 // mediaErrorAllowed: at most one media-related ERROR per second (§7.5).
