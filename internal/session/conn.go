@@ -458,10 +458,14 @@ func (c *conn) cleanup() {
 	defer cancel()
 	// §8.2: the token stays valid for session_ttl after the later of the
 	// connection's end and its last authenticated request.
-	if err := m.d.Store.TouchSession(ctx, c.sessionID, now); err != nil {
-		c.log.Warn("recording session activity", "err", err)
-	}
-	if err := m.d.Store.CloseSession(ctx, c.sessionID, now); err != nil {
+	// One transaction (one disk sync) for both.
+	err := m.d.Store.Tx(ctx, func(q store.Queries) error {
+		if err := q.TouchSession(ctx, c.sessionID, now); err != nil {
+			return err
+		}
+		return q.CloseSession(ctx, c.sessionID, now)
+	})
+	if err != nil {
 		c.log.Warn("recording session end", "err", err)
 	}
 	// Unregister first: a connection replaced from another node is still
