@@ -47,6 +47,12 @@ type Config struct {
 	Now     func() time.Time
 	// RingTimeout is the default ring deadline (§7.2: 60 s).
 	RingTimeout time.Duration
+	// OnEnd, if set, is called once when a call ends, whatever the cause
+	// (the cluster drops the call's §9.4 pins).
+	OnEnd func(callID string, ch uint32)
+	// OnDisconnect, if set, is called by Disconnect after the calls on this
+	// node were ended (the cluster tells the owners of remote calls, §9.4).
+	OnDisconnect func(device string)
 }
 
 // Manager holds the calls owned by this node.
@@ -258,6 +264,9 @@ func (m *Manager) remove(c *Call) bool {
 	if mt := m.cfg.Metrics; mt != nil {
 		mt.CallsActive.Dec()
 	}
+	if m.cfg.OnEnd != nil {
+		m.cfg.OnEnd(c.ID, c.Channel)
+	}
 	return true
 }
 
@@ -433,6 +442,14 @@ func (m *Manager) ringTimeout(c *Call) {
 
 // Disconnect ends every call listing the device (§6.10).
 func (m *Manager) Disconnect(device string) {
+	m.DisconnectLocal(device)
+	if m.cfg.OnDisconnect != nil {
+		m.cfg.OnDisconnect(device)
+	}
+}
+
+// DisconnectLocal ends every call of this node listing the device.
+func (m *Manager) DisconnectLocal(device string) {
 	m.mu.Lock()
 	var ended []*Call
 	for _, c := range m.calls {

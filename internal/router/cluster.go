@@ -29,12 +29,22 @@ type BusMessage struct {
 	// QueueID (deliver with an envelope): the inbox entry's queue id, an
 	// extension member "queue_id" of the §9.4 message (receivers ignore
 	// unknown members); 0 when absent.
-	QueueID    int64
-	Reason     string // kick: replaced or revoked
-	Session    string // kick: the new connection's session ("" for revoked)
-	CallID     *string
-	ReplyTo    string
-	RequestID  string
+	QueueID   int64
+	Reason    string // kick: replaced or revoked
+	Session   string // kick: the new connection's session ("" for revoked)
+	CallID    *string
+	ReplyTo   string
+	RequestID string
+	// Capabilities (call, media frames): the sender's accepted media.*
+	// capabilities, which the owner needs for raw media (§7.5 step 4); an
+	// extension member "capabilities" (array of strings) of the §9.4
+	// message, omitted when empty.
+	Capabilities []string
+	// Disconnect (call): the device disconnected from the sending node; the
+	// owner ends the device's calls as for a local disconnect (§6.10). An
+	// extension member "disconnect": true; such a message carries
+	// frame_type CALL_END, an empty request_id and expects no reply.
+	Disconnect bool
 }
 
 // Cluster is the shared state of several nodes (Redis, §9.4). A nil
@@ -59,6 +69,8 @@ type Cluster interface {
 	Run(ctx context.Context, handle func(BusMessage), resubscribed func()) error
 	// Ping checks the connection (readiness).
 	Ping(ctx context.Context) error
+	// CallPins pins calls to their owner node (§9.4, calls.go).
+	CallPins
 }
 
 // Router delivers frames to devices on this node or, through the Cluster,
@@ -67,6 +79,9 @@ type Router struct {
 	Registry *Registry
 	Cluster  Cluster // nil: single node
 	Log      *slog.Logger
+	// CallBus, if set, handles the call and call_reply bus messages
+	// (§9.4 call pinning).
+	CallBus func(BusMessage)
 }
 
 // busTimeout bounds one Redis operation on a delivery path.
@@ -177,6 +192,12 @@ func (r *Router) Revoke(device string) {
 
 // Handle applies a bus message addressed to this node.
 func (r *Router) Handle(m BusMessage) {
+	if m.Kind == KindCall || m.Kind == KindCallReply {
+		if r.CallBus != nil {
+			r.CallBus(m)
+		}
+		return
+	}
 	p := r.Registry.Lookup(m.Device)
 	if p == nil {
 		return

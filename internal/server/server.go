@@ -221,13 +221,21 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	fl := c.Security.RateLimit.Frame
 	rtr := s.router
+	var callBus *session.CallBus // §9.4 call pinning; nil without Redis
 	s.calls = media.NewManager(media.Config{
 		Codecs: codecSet,
 		Deliver: func(dev string, t ccp.FrameType, ch uint32, p []byte) {
 			rtr.DeliverLive(dev, t, ch, p, false)
 		},
 		Metrics: s.metrics, Ledger: s.ledger, Logger: s.log, Now: s.now,
+		// Call pinning (§9.4): no-ops without a Cluster.
+		OnEnd:        rtr.ReleaseCall,
+		OnDisconnect: func(dev string) { callBus.Disconnected(dev) },
 	})
+	if s.cluster != nil {
+		callBus = session.NewCallBus(session.CallBusConfig{Calls: s.calls, Router: rtr, Store: st, Logger: s.log})
+		rtr.CallBus = callBus.Handle
+	}
 	s.sessions = session.NewManager(session.Config{
 		Domain: c.Server.Domain, Prologue: []byte(c.Crypto.Prologue), Versions: s.cfg.Versions,
 		Features: s.features, Padding: padding,
@@ -240,7 +248,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}, session.Deps{
 		Store: st, Router: s.router, Presence: s.presence, Writer: s.writer, Keys: s.keys.current,
 		CA: s.ca, Metrics: s.metrics, Ledger: s.ledger, Logger: s.log, Now: s.now, Rand: s.rand,
-		Calls: s.calls,
+		Calls: s.calls, CallBus: callBus,
 	})
 	zone := func(z config.RateLimit) *ratelimit.Limiter {
 		return ratelimit.New(ratelimit.Config{Burst: z.Burst, Window: z.Window, Penalty: z.Penalty}, s.now)
@@ -405,6 +413,12 @@ func (s *Server) Serve(ctx context.Context) error {
 			_ = s.cluster.Run(bg, s.router.Handle, s.router.CatchUpAll)
 		}()
 		go func() { defer s.bgWG.Done(); s.refreshRoutes(bg) }()
+		// Call pinning (§9.4): renew call:/callchan: of this node's calls.
+		s.bgWG.Add(1)
+		go func() {
+			defer s.bgWG.Done()
+			s.router.RefreshCallsEvery(bg, s.cfg.Keepalive, func() []router.CallRef { return session.OwnedCalls(s.calls) })
+		}()
 	}
 
 	errc := make(chan error, 1)

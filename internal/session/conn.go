@@ -35,7 +35,7 @@ type chanState struct {
 	// commit is the inbox write the reply at last waits for (nil: none);
 	// a repeat of that frame gets the same outcome.
 	commit *commit
-	used  uint64 // recency, for eviction
+	used   uint64 // recency, for eviction
 }
 
 // conn is one established connection.

@@ -123,6 +123,10 @@ type Deps struct {
 	Logger   *slog.Logger
 	Now      func() time.Time
 	Rand     io.Reader
+
+	// CallBus forwards call frames to their owner node (§9.4); nil on a
+	// single node.
+	CallBus *CallBus
 }
 
 // Manager runs the connections of one node.

@@ -214,6 +214,7 @@ func EncodeMessage(m router.BusMessage) ([]byte, error) {
 		obj["payload"] = base64.StdEncoding.EncodeToString(m.Payload)
 		obj["reply_to"] = m.ReplyTo
 		obj["request_id"] = m.RequestID
+		encodeCallExt(obj, m) // extension members, calls.go
 	case router.KindCallReply:
 		obj["request_id"] = m.RequestID
 		obj["frame_type"] = m.FrameType
@@ -265,6 +266,11 @@ func DecodeMessage(b []byte) (router.BusMessage, error) {
 	for dst, src := range map[*string]*string{&m.Reason: w.Reason, &m.Session: w.Session, &m.ReplyTo: w.ReplyTo, &m.RequestID: w.RequestID} {
 		if src != nil {
 			*dst = *src
+		}
+	}
+	if m.Kind == router.KindCall {
+		if err := decodeCallExt(b, &m); err != nil { // extension members, calls.go
+			return m, err
 		}
 	}
 	return m, nil
