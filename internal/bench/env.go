@@ -259,12 +259,14 @@ func (e *env) startProgress(status func() string) *progress {
 		defer close(pr.done)
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		wrote := false
 		for {
 			select {
 			case <-pr.stop:
-				if wrote && pr.tty {
-					fmt.Fprint(pr.w, "\n")
+				// The final state, also for runs shorter than a tick.
+				if pr.tty {
+					fmt.Fprintf(pr.w, "\r\x1b[K%s\n", status())
+				} else {
+					fmt.Fprintf(pr.w, "%s\n", status())
 				}
 				return
 			case <-t.C:
@@ -273,7 +275,6 @@ func (e *env) startProgress(status func() string) *progress {
 				} else {
 					fmt.Fprintf(pr.w, "%s\n", status())
 				}
-				wrote = true
 			}
 		}
 	}()
