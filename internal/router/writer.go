@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/commucat/commucat/internal/store"
@@ -23,18 +24,52 @@ type WriterConfig struct {
 	// number of entries (metrics).
 	OnCommit func(entries int)
 	// Dispatch, if set, is called with the committed entries of recipients
-	// that are not connected to this node (cross-node delivery, §9.4).
+	// that are not connected to this node (cross-node delivery, §9.4). It
+	// runs on a goroutine of its own, one call at a time in commit order,
+	// so that a slow or unreachable bus never delays commits and ACKs.
 	Dispatch func(entries []store.InboxEntry)
+	// DispatchQueue bounds the committed entries waiting for Dispatch
+	// (default 65536). When it is full, the entries of a new commit are
+	// not dispatched (an error is logged): they stay in the recipients'
+	// inboxes and reach them at the next inbox catch-up (reconnect, or the
+	// bus resubscription's catch-up after an outage).
+	DispatchQueue int
+	// DeleteLinger is how long acknowledged deletes (Delete) may wait for a
+	// batch of stored entries to share its transaction before they are
+	// committed on their own (default 20 ms; negative: no wait). Deletes
+	// are not durable promises (see Delete), so waiting only widens the
+	// window in which a crash or an inbox re-read redelivers an
+	// acknowledged entry.
+	DeleteLinger time.Duration
 }
+
+// Defaults of WriterConfig.
+const (
+	defaultDispatchQueue = 65536
+	defaultDeleteLinger  = 20 * time.Millisecond
+	// dispatchDrain bounds how long Run, when stopping, keeps calling
+	// Dispatch for entries still queued; the rest is dropped (logged).
+	dispatchDrain = 5 * time.Second
+)
 
 // Writer group-commits inbox entries: concurrent Store calls are gathered
 // into one transaction, so durability costs one disk sync per batch rather
-// than per message. After the commit it hands the entries, in queue order,
-// to the recipients' local connections, then releases the callers.
+// than per message. Deletes ride along in the same transactions. After the
+// commit it hands the entries, in queue order, to the recipients' local
+// connections, queues those of other nodes' recipients for Dispatch, then
+// releases the callers.
 type Writer struct {
 	cfg  WriterConfig
 	reqs chan *writeReq
 	done chan struct{}
+
+	// Entries waiting for Dispatch, in commit order (dispatchLoop).
+	dmu      sync.Mutex
+	dq       [][]store.InboxEntry
+	dqLen    int // entries in dq plus the batch being dispatched
+	dwake    chan struct{}
+	dropped  int       // entries not dispatched since the last log
+	droppedT time.Time // time of the last drop log
 }
 
 type writeReq struct {
@@ -54,7 +89,18 @@ func NewWriter(cfg WriterConfig) *Writer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Writer{cfg: cfg, reqs: make(chan *writeReq, 1024), done: make(chan struct{})}
+	if cfg.DispatchQueue <= 0 {
+		cfg.DispatchQueue = defaultDispatchQueue
+	}
+	if cfg.DeleteLinger == 0 {
+		cfg.DeleteLinger = defaultDeleteLinger
+	}
+	return &Writer{
+		cfg:   cfg,
+		reqs:  make(chan *writeReq, 1024),
+		done:  make(chan struct{}),
+		dwake: make(chan struct{}, 1),
+	}
 }
 
 // Store durably stores the entries (assigning their QueueID in place) and
@@ -86,8 +132,9 @@ func (w *Writer) Store(ctx context.Context, entries []store.InboxEntry) error {
 }
 
 // Delete removes acknowledged inbox entries of one recipient. It does not
-// wait for the commit: deletes ride along with the next batch (a delete
-// lost in a crash only causes a redelivery, which at-least-once allows).
+// wait for the commit: deletes ride along with the next batch of stored
+// entries, or are committed on their own after DeleteLinger (a delete lost
+// in a crash only causes a redelivery, which at-least-once allows).
 func (w *Writer) Delete(recipient string, queueIDs []int64) {
 	if len(queueIDs) == 0 {
 		return
@@ -98,31 +145,114 @@ func (w *Writer) Delete(recipient string, queueIDs []int64) {
 	}
 }
 
-// Run commits batches until ctx ends. Requests already taken are finished
-// before it returns.
+// Run commits batches until ctx ends. Requests already taken (deletes
+// waiting for a batch included) are finished before it returns, and so are
+// the Dispatch calls of committed entries (for at most dispatchDrain after
+// ctx ended, plus the call in progress).
 func (w *Writer) Run(ctx context.Context) {
-	defer close(w.done)
+	stopDispatch := make(chan struct{})
+	dispatchDone := make(chan struct{})
+	if w.cfg.Dispatch != nil {
+		go w.dispatchLoop(stopDispatch, dispatchDone)
+	} else {
+		close(dispatchDone)
+	}
+	defer func() {
+		// Release waiting callers first, then let Dispatch finish.
+		close(w.done)
+		close(stopDispatch)
+		<-dispatchDone
+	}()
+
+	// held: delete-only requests waiting (up to DeleteLinger) for stored
+	// entries to share a transaction with.
+	var (
+		held  []*writeReq
+		heldN int
+		timer *time.Timer
+		tc    <-chan time.Time
+	)
+	stopTimer := func() {
+		if tc != nil {
+			timer.Stop()
+			tc = nil
+		}
+	}
 	for {
 		var first *writeReq
 		select {
 		case first = <-w.reqs:
+		case <-tc:
+			tc = nil
+			w.commit(held, heldN)
+			held, heldN = nil, 0
+			continue
 		case <-ctx.Done():
+			stopTimer()
+			if len(held) > 0 {
+				w.commit(held, heldN)
+			}
 			return
 		}
-		batch := []*writeReq{first}
-		n := len(first.entries) + len(first.deletes)
+		batch := append(held, first)
+		n := heldN + len(first.entries) + len(first.deletes)
+		held, heldN = nil, 0
+		entries := len(first.entries)
 	gather:
 		for n < w.cfg.MaxBatch {
 			select {
 			case r := <-w.reqs:
 				batch = append(batch, r)
 				n += len(r.entries) + len(r.deletes)
+				entries += len(r.entries)
 			default:
 				break gather
 			}
 		}
+		if entries == 0 && w.cfg.DeleteLinger > 0 && n < w.cfg.MaxBatch {
+			held, heldN = batch, n
+			if tc == nil {
+				if timer == nil {
+					timer = time.NewTimer(w.cfg.DeleteLinger)
+				} else {
+					timer.Reset(w.cfg.DeleteLinger)
+				}
+				tc = timer.C
+			}
+			continue
+		}
+		stopTimer()
 		w.commit(batch, n)
 	}
+}
+
+// recipientDeletes is the queue ids to delete of one recipient.
+type recipientDeletes struct {
+	recipient string
+	ids       []int64
+}
+
+// mergeDeletes coalesces the batch's deletes into one list per recipient,
+// in order of first appearance.
+func mergeDeletes(batch []*writeReq) []recipientDeletes {
+	var out []recipientDeletes
+	var idx map[string]int
+	for _, r := range batch {
+		if len(r.deletes) == 0 {
+			continue
+		}
+		if idx == nil {
+			idx = make(map[string]int)
+		}
+		i, ok := idx[r.recipient]
+		if !ok {
+			i = len(out)
+			idx[r.recipient] = i
+			out = append(out, recipientDeletes{recipient: r.recipient})
+		}
+		out[i].ids = append(out[i].ids, r.deletes...)
+	}
+	return out
 }
 
 func (w *Writer) commit(batch []*writeReq, n int) {
@@ -134,12 +264,11 @@ func (w *Writer) commit(batch []*writeReq, n int) {
 	for _, r := range batch {
 		all = append(all, r.entries...)
 	}
+	deletes := mergeDeletes(batch)
 	err := w.cfg.Store.Tx(ctx, func(q store.Queries) error {
-		for _, r := range batch {
-			if len(r.deletes) > 0 {
-				if err := q.DeleteInbox(ctx, r.recipient, r.deletes); err != nil {
-					return err
-				}
+		for _, d := range deletes {
+			if err := q.DeleteInbox(ctx, d.recipient, d.ids); err != nil {
+				return err
 			}
 		}
 		if len(all) == 0 {
@@ -191,7 +320,7 @@ func (w *Writer) commit(batch []*writeReq, n int) {
 }
 
 // dispatch hands committed entries to local connections, grouped per
-// recipient in queue order.
+// recipient in queue order, and queues the others for Dispatch.
 func (w *Writer) dispatch(all []store.InboxEntry) {
 	byRecipient := make(map[string][]store.InboxEntry)
 	var order []string
@@ -210,6 +339,78 @@ func (w *Writer) dispatch(all []store.InboxEntry) {
 		}
 	}
 	if len(remote) > 0 {
-		w.cfg.Dispatch(remote)
+		w.queueRemote(remote)
+	}
+}
+
+// queueRemote queues entries for dispatchLoop without ever blocking.
+func (w *Writer) queueRemote(entries []store.InboxEntry) {
+	w.dmu.Lock()
+	if w.dqLen+len(entries) > w.cfg.DispatchQueue {
+		w.dropped += len(entries)
+		if now := time.Now(); now.Sub(w.droppedT) >= time.Second {
+			w.cfg.Logger.Error("cross-node dispatch queue full: entries not dispatched (they wait in the inbox)",
+				"entries", w.dropped, "queued", w.dqLen)
+			w.dropped, w.droppedT = 0, now
+		}
+		w.dmu.Unlock()
+		return
+	}
+	w.dq = append(w.dq, entries)
+	w.dqLen += len(entries)
+	w.dmu.Unlock()
+	select {
+	case w.dwake <- struct{}{}:
+	default:
+	}
+}
+
+// popRemote takes the oldest queued batch.
+func (w *Writer) popRemote() ([]store.InboxEntry, bool) {
+	w.dmu.Lock()
+	defer w.dmu.Unlock()
+	if len(w.dq) == 0 {
+		return nil, false
+	}
+	b := w.dq[0]
+	w.dq[0] = nil
+	w.dq = w.dq[1:]
+	if len(w.dq) == 0 {
+		w.dq = nil // let the backing array go
+	}
+	return b, true
+}
+
+// dispatchLoop calls Dispatch for the queued batches, one at a time in
+// commit order, until stop is closed and the queue is empty (or
+// dispatchDrain has passed since stop).
+func (w *Writer) dispatchLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	var drainBy time.Time // set when stop is closed
+	for {
+		b, ok := w.popRemote()
+		if ok {
+			if !drainBy.IsZero() && time.Now().After(drainBy) {
+				w.dmu.Lock()
+				left := w.dqLen
+				w.dq, w.dqLen = nil, 0
+				w.dmu.Unlock()
+				w.cfg.Logger.Error("writer stopping: cross-node dispatch abandoned (entries wait in the inbox)", "entries", left)
+				return
+			}
+			w.cfg.Dispatch(b)
+			w.dmu.Lock()
+			w.dqLen -= len(b)
+			w.dmu.Unlock()
+			continue
+		}
+		if !drainBy.IsZero() {
+			return
+		}
+		select {
+		case <-w.dwake:
+		case <-stop:
+			drainBy = time.Now().Add(dispatchDrain)
+		}
 	}
 }

@@ -34,6 +34,7 @@ func (q *queries) GetChannel(ctx context.Context, id uint32) (store.Channel, err
 }
 
 func (q *queries) CreateChannel(ctx context.Context, c store.Channel, members []string, now time.Time) error {
+	defer q.membersChanged(false, c.ID)
 	return q.atomic(ctx, func(ex execer) error {
 		if _, err := q.exec(ctx, ex, "create channel",
 			`INSERT INTO channels (channel_id, group_id, relay, created_by, created_at) VALUES (?, ?, ?, ?, ?)`,
@@ -46,6 +47,7 @@ func (q *queries) CreateChannel(ctx context.Context, c store.Channel, members []
 
 // AddChannelMembers returns ErrNotFound when the channel does not exist.
 func (q *queries) AddChannelMembers(ctx context.Context, id uint32, members []string, now time.Time) error {
+	defer q.membersChanged(false, id)
 	return q.atomic(ctx, func(ex execer) error {
 		var one int
 		err := ex.QueryRowContext(ctx, `SELECT 1 FROM channels WHERE channel_id = ?`, id).Scan(&one)
@@ -65,7 +67,8 @@ func (q *queries) insertMembers(ctx context.Context, ex execer, id uint32, membe
 		for _, m := range members[:n] {
 			args = append(args, id, m, t)
 		}
-		if _, err := q.exec(ctx, ex, "add channel members",
+		// The text varies with n: not a cached prepared statement.
+		if _, err := q.exec(ctx, unprepared(ex), "add channel members",
 			`INSERT INTO channel_members (channel_id, member, joined_at) VALUES `+placeholders(n, 3)+`
 			ON CONFLICT (channel_id, member) DO NOTHING`, args...); err != nil {
 			return err
@@ -76,12 +79,14 @@ func (q *queries) insertMembers(ctx context.Context, ex execer, id uint32, membe
 }
 
 func (q *queries) RemoveChannelMember(ctx context.Context, id uint32, member string) error {
+	defer q.membersChanged(false, id)
 	return q.execOne(ctx, "remove channel member",
 		`DELETE FROM channel_members WHERE channel_id = ? AND member = ?`, id, member)
 }
 
 // DeleteChannel deletes the channel and (by cascade) its membership.
 func (q *queries) DeleteChannel(ctx context.Context, id uint32) error {
+	defer q.membersChanged(false, id)
 	return q.execOne(ctx, "delete channel", `DELETE FROM channels WHERE channel_id = ?`, id)
 }
 
@@ -90,12 +95,31 @@ func (q *queries) SetChannelGroup(ctx context.Context, id uint32, groupID string
 		`UPDATE channels SET group_id = ? WHERE channel_id = ?`, groupID, id)
 }
 
+// ChannelMembers is served from the membership cache outside Tx
+// (membercache.go); inside Tx it reads the transaction's own view.
 func (q *queries) ChannelMembers(ctx context.Context, id uint32) ([]string, error) {
-	return q.strings(ctx, "channel members",
-		`SELECT member FROM channel_members WHERE channel_id = ? ORDER BY member`, id)
+	const query = `SELECT member FROM channel_members WHERE channel_id = ? ORDER BY member`
+	if q.tc != nil {
+		return q.strings(ctx, "channel members", query, id)
+	}
+	if l, ok := q.sh.members.get(id); ok {
+		return l, nil
+	}
+	gen := q.sh.members.generation()
+	l, err := q.strings(ctx, "channel members", query, id)
+	if err != nil {
+		return nil, err
+	}
+	q.sh.members.put(id, l, gen)
+	return l, nil
 }
 
 func (q *queries) IsChannelMember(ctx context.Context, id uint32, member string) (bool, error) {
+	if q.tc == nil {
+		if is, known := q.sh.members.contains(id, member); known {
+			return is, nil
+		}
+	}
 	var ok bool
 	err := q.r.QueryRowContext(ctx,
 		`SELECT EXISTS (SELECT 1 FROM channel_members WHERE channel_id = ? AND member = ?)`, id, member).Scan(&ok)

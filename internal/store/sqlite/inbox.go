@@ -12,12 +12,14 @@ import (
 
 // Table relay_queue (the inbox, §6.7).
 
-// inboxChunk bounds the rows of one multi-row insert: 8 variables a row
-// stay far below SQLite's limit of 32766.
-const inboxChunk = 1000
+// inboxChunk bounds the rows of one multi-row insert. Each chunk size
+// 1…inboxChunk is a distinct statement text, kept prepared (prepared.go),
+// so the bound also bounds the cached statements; a group commit of the
+// router's Writer is mostly far smaller.
+const inboxChunk = 64
 
-// idChunk bounds the ids of one DELETE … IN (…).
-const idChunk = 1000
+// idChunk bounds the ids of one DELETE … IN (…) (prepared likewise).
+const idChunk = 64
 
 const inboxColumns = `queue_id, envelope_id, recipient_device, sender_device, channel_id, frame_type, payload, created_at, expires_at`
 
@@ -26,18 +28,20 @@ const insertInbox = `INSERT INTO relay_queue
 	VALUES `
 
 // EnqueueInbox inserts the entries with one multi-row INSERT … RETURNING
-// per chunk of inboxChunk entries, all in one transaction. The queue ids
-// come from AUTOINCREMENT, so they are assigned in VALUES order and never
-// reused; RETURNING emits rows in no promised order, hence the sort.
+// per chunk of inboxChunk entries, all in one transaction (a single chunk
+// is one statement, atomic by itself). The queue ids come from
+// AUTOINCREMENT, so they are assigned in VALUES order and never reused;
+// RETURNING emits rows in no promised order, hence the sort.
 func (q *queries) EnqueueInbox(ctx context.Context, entries []store.InboxEntry) ([]int64, error) {
 	if len(entries) == 0 {
 		return []int64{}, nil
 	}
 	ids := make([]int64, 0, len(entries))
-	err := q.atomic(ctx, func(ex execer) error {
+	args := make([]any, 0, 8*min(len(entries), inboxChunk))
+	insert := func(ex execer) error {
 		for rest := entries; len(rest) > 0; {
 			n := min(len(rest), inboxChunk)
-			args := make([]any, 0, 8*n)
+			args = args[:0]
 			for i := range rest[:n] {
 				e := &rest[i]
 				payload := e.Payload
@@ -47,7 +51,7 @@ func (q *queries) EnqueueInbox(ctx context.Context, entries []store.InboxEntry) 
 				args = append(args, e.EnvelopeID, e.Recipient, e.Sender, int64(e.Channel), int64(e.FrameType),
 					payload, toMicros(e.CreatedAt), toMicros(e.ExpiresAt))
 			}
-			rows, err := ex.QueryContext(ctx, insertInbox+placeholders(n, 8)+` RETURNING queue_id`, args...)
+			rows, err := ex.QueryContext(ctx, insertInboxSQL(n), args...)
 			if err != nil {
 				return wrap("enqueue inbox", err)
 			}
@@ -73,12 +77,39 @@ func (q *queries) EnqueueInbox(ctx context.Context, entries []store.InboxEntry) 
 			rest = rest[n:]
 		}
 		return nil
-	})
+	}
+	var err error
+	if len(entries) <= inboxChunk {
+		err = insert(q.w)
+	} else {
+		err = q.atomic(ctx, insert)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return ids, nil
 }
+
+// insertInboxTexts and deleteInboxTexts hold the statement texts by chunk
+// size (index n-1), built once.
+var (
+	insertInboxTexts = func() (t [inboxChunk]string) {
+		for i := range t {
+			t[i] = insertInbox + placeholders(i+1, 8) + ` RETURNING queue_id`
+		}
+		return t
+	}()
+	deleteInboxTexts = func() (t [idChunk]string) {
+		for i := range t {
+			t[i] = `DELETE FROM relay_queue WHERE recipient_device = ? AND queue_id IN (` + list(i+1) + `)`
+		}
+		return t
+	}()
+)
+
+func insertInboxSQL(n int) string { return insertInboxTexts[n-1] }
+
+func deleteInboxSQL(n int) string { return deleteInboxTexts[n-1] }
 
 // ListInbox returns every matching entry when limit <= 0.
 func (q *queries) ListInbox(ctx context.Context, recipient string, after int64, now time.Time, limit int) ([]store.InboxEntry, error) {
@@ -118,27 +149,31 @@ func (q *queries) ListInbox(ctx context.Context, recipient string, after int64, 
 	return out, wrap("list inbox", rows.Err())
 }
 
+// DeleteInbox runs one DELETE … IN (…) per chunk of idChunk ids, in one
+// transaction when there are several.
 func (q *queries) DeleteInbox(ctx context.Context, recipient string, queueIDs []int64) error {
 	if len(queueIDs) == 0 {
 		return nil
 	}
-	return q.atomic(ctx, func(ex execer) error {
+	args := make([]any, 0, 1+min(len(queueIDs), idChunk))
+	del := func(ex execer) error {
 		for rest := queueIDs; len(rest) > 0; {
 			n := min(len(rest), idChunk)
-			args := make([]any, 0, 1+n)
-			args = append(args, recipient)
+			args = append(args[:0], recipient)
 			for _, id := range rest[:n] {
 				args = append(args, id)
 			}
-			if _, err := q.exec(ctx, ex, "delete inbox",
-				`DELETE FROM relay_queue WHERE recipient_device = ? AND queue_id IN (`+list(n)+`)`,
-				args...); err != nil {
+			if _, err := q.exec(ctx, ex, "delete inbox", deleteInboxSQL(n), args...); err != nil {
 				return err
 			}
 			rest = rest[n:]
 		}
 		return nil
-	})
+	}
+	if len(queueIDs) <= idChunk {
+		return del(q.w)
+	}
+	return q.atomic(ctx, del)
 }
 
 func (q *queries) DeleteInboxOf(ctx context.Context, recipient string) error {

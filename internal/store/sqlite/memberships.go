@@ -9,6 +9,7 @@ import (
 // deleted (their membership goes by cascade); channels that were already
 // empty are left alone.
 func (q *queries) RemoveDeviceMemberships(ctx context.Context, deviceID string) error {
+	defer q.membersChanged(true)
 	return q.atomic(ctx, func(ex execer) error {
 		if _, err := q.exec(ctx, ex, "remove device memberships",
 			`DELETE FROM channels

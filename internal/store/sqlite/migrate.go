@@ -46,6 +46,8 @@ func currentVersion(ctx context.Context, ex execer) (int, error) {
 // newer than the newest embedded migration yields store.ErrSchemaTooNew
 // (and nothing is applied).
 func (s *Store) Migrate(ctx context.Context) (applied int, version int, err error) {
+	// A migration may rewrite anything, memberships included.
+	defer s.membersChanged(true)
 	if _, err := s.writer.ExecContext(ctx, createSchemaMigrations); err != nil {
 		return 0, 0, fmt.Errorf("sqlite: migrate: %w", err)
 	}
@@ -71,7 +73,7 @@ func (s *Store) Migrate(ctx context.Context) (applied int, version int, err erro
 			if v >= m.Version {
 				return nil
 			}
-			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+			if _, err := unprepared(tx).ExecContext(ctx, m.SQL); err != nil {
 				return fmt.Errorf("sqlite: migration %s: %w", m.Name, err)
 			}
 			if _, err := tx.ExecContext(ctx,

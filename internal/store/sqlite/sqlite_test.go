@@ -165,6 +165,12 @@ func TestPragmas(t *testing.T) {
 		t.Errorf("writer: journal_mode %q, synchronous %d, foreign_keys %d, busy_timeout %d; want wal, 2, 1, %d",
 			mode, sync, fk, bt, busyTimeoutMS)
 	}
+	// Statement journals in memory (durability is the WAL's, synchronous
+	// stays FULL).
+	var temp int
+	if err := s.writer.QueryRowContext(ctx, "PRAGMA temp_store").Scan(&temp); err != nil || temp != 2 {
+		t.Errorf("writer: temp_store %d, %v; want 2 (memory)", temp, err)
+	}
 	// Inside Tx too (the same connection).
 	err := s.Tx(ctx, func(q store.Queries) error {
 		return q.(*queries).w.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk)
