@@ -77,7 +77,10 @@ func start(t *testing.T, dir string, port int, pool *x509.CertPool) *node {
 	t.Helper()
 	stderr := &lockedBuffer{}
 	cmd := exec.Command(serverBin, "--config", filepath.Join(dir, "commucat.toml"))
-	cmd.Env = append(os.Environ(), "COMMUCAT_AUTO_APPROVE_DEVICES=true", "COMMUCAT_MAX_AUTO_DEVICES=0")
+	// The frame zone (200 frames/s by default) would answer a fast sender
+	// with Too Many Requests; this test is about durability, not limits.
+	cmd.Env = append(os.Environ(), "COMMUCAT_AUTO_APPROVE_DEVICES=true", "COMMUCAT_MAX_AUTO_DEVICES=0",
+		"COMMUCAT_RATE_FRAME_BURST=1000000")
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -173,8 +176,9 @@ func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 	}
 	// a sends until the server dies; the acknowledged payloads are kept.
 	var (
-		mu    sync.Mutex
-		acked = map[string]bool{}
+		mu      sync.Mutex
+		acked   = map[string]bool{}
+		sendErr error
 	)
 	sendDone := make(chan struct{})
 	go func() {
@@ -185,6 +189,9 @@ func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 			_, err := a.Request(rctx, ccp.Msg, ch, []byte(p))
 			rcancel()
 			if err != nil {
+				mu.Lock()
+				sendErr = err
+				mu.Unlock()
 				return
 			}
 			mu.Lock()
@@ -196,8 +203,11 @@ func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 	// assertion: it only decides when to pull the plug).
 	for {
 		mu.Lock()
-		k := len(acked)
+		k, serr := len(acked), sendErr
 		mu.Unlock()
+		if serr != nil {
+			t.Fatalf("the sender failed before the kill, after %d messages: %v", k, serr)
+		}
 		if k >= 200 {
 			break
 		}
