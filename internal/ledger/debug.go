@@ -3,13 +3,21 @@ package ledger
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/commucat/commucat/internal/canonjson"
 )
 
 // Debug writes each record as one log line at info level (message
 // "ledger record", attribute "record" holding the canonical JSON record)
 // and keeps only the chain head in memory. It logs nothing else.
+//
+// A session id is a bearer token (§8.2) and secrets never reach logs, so
+// the logged copy of a session-start record shows "session" as
+// "[redacted]"; the chain (hash, prev) is computed over the real record,
+// as the file ledger stores it.
 type Debug struct {
 	now func() time.Time
 	log *slog.Logger
@@ -44,7 +52,7 @@ func (d *Debug) Record(ctx context.Context, digest [32]byte, metadata any) error
 		return errLineTooLong(len(line))
 	}
 	d.head.advance(seq, hash)
-	d.log.LogAttrs(ctx, slog.LevelInfo, "ledger record", slog.String("record", string(line)))
+	d.log.LogAttrs(ctx, slog.LevelInfo, "ledger record", slog.String("record", redactSession(string(line), meta)))
 	return nil
 }
 
@@ -62,4 +70,19 @@ func (d *Debug) Close() error {
 	d.closed = true
 	d.mu.Unlock()
 	return nil
+}
+
+// redactSession replaces the value of metadata member "session" in the
+// record line.
+func redactSession(line string, meta []byte) string {
+	v, err := canonjson.Parse(meta)
+	if err != nil {
+		return line
+	}
+	sess, ok := v.Get("session")
+	if !ok || sess.Kind != canonjson.String || sess.Str == "" {
+		return line
+	}
+	old := string(canonjson.AppendString([]byte(`"session":`), sess.Str))
+	return strings.Replace(line, old, `"session":"[redacted]"`, 1)
 }
