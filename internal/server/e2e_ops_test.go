@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/commucat/commucat/internal/metrics"
 	"github.com/commucat/commucat/internal/server"
 	"github.com/commucat/commucat/internal/servertest"
+	"github.com/commucat/commucat/internal/testenv"
 )
 
 func getText(t *testing.T, hc *http.Client, url string) (int, string) {
@@ -87,24 +86,6 @@ func TestReloadAppliesRateLimits(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A PostgreSQL that does not answer at start is retried with backoff and
 // a logged error until StartupWait, then reported naming the key but not
 // the DSN's password.
@@ -119,7 +100,7 @@ func TestStartupRetriesUnavailablePostgres(t *testing.T) {
 	dir := t.TempDir()
 	c, _ := servertest.Config(t, dir)
 	c.Storage.PostgresDSN = "postgres://u:sekrit-pw@" + addr + "/db?sslmode=disable&connect_timeout=1"
-	var logs syncBuffer
+	var logs testenv.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	_, err = server.New(context.Background(), server.Options{Config: c, Logger: log, StartupWait: 2500 * time.Millisecond})
 	if err == nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/commucat/commucat/internal/router"
 	"github.com/commucat/commucat/internal/store"
 	"github.com/commucat/commucat/internal/store/sqlite"
+	"github.com/commucat/commucat/internal/testenv"
 )
 
 // pipeTransport is an in-memory Transport: the test writes client bytes
@@ -81,25 +82,7 @@ type testNode struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	// logs receives every log line of the node at debug level.
-	logs *lockedBuffer
-}
-
-// lockedBuffer is a log sink safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs *testenv.Buffer
 }
 
 func newTestNode(t *testing.T, mutate func(*Config)) *testNode {
@@ -133,7 +116,7 @@ func newTestNode(t *testing.T, mutate func(*Config)) *testNode {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	n.logs = &lockedBuffer{}
+	n.logs = &testenv.Buffer{}
 	var sink io.Writer = n.logs
 	if os.Getenv("SESSION_TEST_LOG") != "" {
 		sink = io.MultiWriter(n.logs, os.Stderr)

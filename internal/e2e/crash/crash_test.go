@@ -25,6 +25,7 @@ import (
 	"github.com/commucat/commucat/ccp"
 	"github.com/commucat/commucat/client"
 	"github.com/commucat/commucat/internal/cli"
+	"github.com/commucat/commucat/internal/testenv"
 )
 
 var serverBin string
@@ -48,34 +49,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// lockedBuffer collects a process's stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // node is one run of the server binary on dir.
 type node struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testenv.Buffer
 	url    string
 }
 
 func start(t *testing.T, dir string, port int, pool *x509.CertPool) *node {
 	t.Helper()
-	stderr := &lockedBuffer{}
+	stderr := &testenv.Buffer{}
 	cmd := exec.Command(serverBin, "--config", filepath.Join(dir, "commucat.toml"))
 	// The frame zone (200 frames/s by default) would answer a fast sender
 	// with Too Many Requests; this test is about durability, not limits.
