@@ -56,7 +56,7 @@ run: build
 	@echo "CommuCat development server: https://localhost:9443  (config $(DEV)/commucat.toml)"
 	@echo "  landing page:  curl --cacert $(DEV)/certs/server.crt https://localhost:9443/"
 	@echo "  chat:          $(BIN)/commucat-client --server https://localhost:9443 --ca $(DEV)/certs/server.crt --handle alice"
-	@echo "                 (in a second terminal, another --handle and --state, then /join <channel> <device>)"
+	@echo "                 (in a second terminal: --handle bob --profile bob; then /join <channel> <device id> and type)"
 	@echo "  stop with Ctrl-C"
 	@echo ""
 	COMMUCAT_AUTO_APPROVE_DEVICES=true COMMUCAT_MAX_AUTO_DEVICES=0 $(BIN)/commucat-server --config $(DEV)/commucat.toml
