@@ -471,20 +471,24 @@ func (c *conn) commitLoop() {
 	}
 }
 
-// storeDurable writes one inbox entry per local recipient through the
-// group-committing writer and waits for the commit.
+// storeDurable writes one inbox entry per local recipient and waits for
+// the commit. It goes through the connection's commit loop, behind the
+// pipelined frames before it, so recipients see this connection's durable
+// frames in the order they were sent.
 func (c *conn) storeDurable(ctx context.Context, t ccp.FrameType, ch uint32, payload []byte, rcpts []string, received time.Time) *protoErr {
-	m := c.m
 	entries, e := c.durableEntries(t, ch, payload, rcpts, received)
 	if e != nil || len(entries) == 0 {
 		return e
 	}
-	start := m.d.Now()
-	if err := m.d.Writer.Store(ctx, entries); err != nil {
-		c.log.Error("storing durable frame", "err", err)
+	cm := c.storeAsync(entries)
+	select {
+	case <-cm.done:
+	case <-ctx.Done():
 		return errInternal
 	}
-	m.d.Metrics.RelayStoreDuration.Observe(m.d.Now().Sub(start).Seconds())
+	if cm.err != nil {
+		return errInternal
+	}
 	return nil
 }
 
