@@ -38,6 +38,23 @@ func (e *Env) openStore(ctx context.Context) (interface {
 	return st, cfg, nil
 }
 
+// openMigrated is openStore followed by the pending migrations, as the
+// commands that write (register-user, rotate-keys, rotate-noise) need.
+func (e *Env) openMigrated(ctx context.Context) (interface {
+	store.Store
+	store.Migrator
+}, *config.Config, error) {
+	st, cfg, err := e.openStore(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, _, err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return st, cfg, nil
+}
+
 // runMigrate applies pending migrations (§12.2 migrate).
 func runMigrate(env *Env, args []string) int {
 	if len(args) != 0 {
@@ -72,16 +89,12 @@ func runRegisterUser(env *Env, args []string) int {
 		return ExitFail
 	}
 	ctx := context.Background()
-	st, _, err := env.openStore(ctx)
+	st, _, err := env.openMigrated(ctx)
 	if err != nil {
 		env.errorf("%v", err)
 		return ExitFail
 	}
 	defer st.Close()
-	if _, _, err := st.Migrate(ctx); err != nil {
-		env.errorf("%v", err)
-		return ExitFail
-	}
 	var id [32]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		env.errorf("%v", err)

@@ -74,16 +74,12 @@ func runRotateKeys(env *Env, args []string) int {
 	}
 
 	ctx := context.Background()
-	st, cfg, err := env.openStore(ctx)
+	st, cfg, err := env.openMigrated(ctx)
 	if err != nil {
 		env.errorf("%v", err)
 		return ExitFail
 	}
 	defer st.Close()
-	if _, _, err := st.Migrate(ctx); err != nil {
-		env.errorf("%v", err)
-		return ExitFail
-	}
 	ca, err := identity.DeviceCA(cfg.Crypto.FederationSeed)
 	if err != nil {
 		env.errorf("%v", err)
@@ -231,25 +227,21 @@ func (e *Env) recordLedger(ctx context.Context, cfg *config.Config, digest [32]b
 
 // runRotateNoise implements `commucat-cli rotate-noise` (§12.2, §13a.10):
 // a fresh X25519 key and ML-KEM-768 seed become the newest noise_keys
-// version at once. It mirrors the server's rotation tick (internal/server
-// keys.go, newKey/validity/tick): validity from rotation.noise (§10.4), then
-// expired rows are deleted and only the newest max_versions are kept.
+// version at once, with the validity of config.RotationPolicy.Validity for
+// rotation.noise (§10.4); as in the server's rotation tick, expired rows
+// are deleted and only the newest max_versions are kept.
 func runRotateNoise(env *Env, args []string) int {
 	if len(args) != 0 {
 		fmt.Fprintln(env.Stderr, "usage: commucat-cli rotate-noise")
 		return ExitUsage
 	}
 	ctx := context.Background()
-	st, cfg, err := env.openStore(ctx)
+	st, cfg, err := env.openMigrated(ctx)
 	if err != nil {
 		env.errorf("%v", err)
 		return ExitFail
 	}
 	defer st.Close()
-	if _, _, err := st.Migrate(ctx); err != nil {
-		env.errorf("%v", err)
-		return ExitFail
-	}
 	var priv [32]byte
 	if _, err := rand.Read(priv[:]); err != nil {
 		env.errorf("%v", err)
@@ -274,7 +266,7 @@ func runRotateNoise(env *Env, args []string) int {
 	for attempt := 0; ; attempt++ {
 		now := micro(time.Now())
 		nk.CreatedAt = now
-		nk.ValidAfter, nk.RotatesAt, nk.ExpiresAt = noiseValidity(policy, now)
+		nk.ValidAfter, nk.RotatesAt, nk.ExpiresAt = policy.Validity(now)
 		err = st.Tx(ctx, func(q store.Queries) error {
 			rows, err := q.ListNoiseKeys(ctx) // newest first
 			if err != nil {
@@ -306,18 +298,4 @@ func runRotateNoise(env *Env, args []string) int {
 	}
 	fmt.Fprintf(env.Stdout, "noise_key_version=%d\nnoise_public=%s\n", nk.Version, hex.EncodeToString(pub[:]))
 	return ExitOK
-}
-
-// noiseFarFuture is the key lifetime with rotation off (§10.4: 100 years,
-// as internal/server's farFuture).
-const noiseFarFuture = 100 * 365 * 24 * time.Hour
-
-// noiseValidity is §10.4's validity of a new Noise key version (the same
-// rule as internal/server noiseKeys.validity).
-func noiseValidity(p config.RotationPolicy, now time.Time) (validAfter, rotatesAt, expiresAt time.Time) {
-	if !p.Enabled {
-		return now, now.Add(noiseFarFuture), now.Add(noiseFarFuture)
-	}
-	rot := now.Add(p.Interval)
-	return now, rot, rot.Add(p.Grace)
 }

@@ -120,6 +120,22 @@ type RotationPolicy struct {
 	MaxVersions int           // max_versions
 }
 
+// RotationFarFuture is the lifetime of a secret version when rotation is
+// off (§10.4: 100 years).
+const RotationFarFuture = 100 * 365 * 24 * time.Hour
+
+// Validity returns the times of a secret version (Noise key or admin
+// token) created at now under this policy (§10.4): valid at once, rotated
+// after the interval, expired a grace period later; with rotation off,
+// both lie RotationFarFuture ahead.
+func (p RotationPolicy) Validity(now time.Time) (validAfter, rotatesAt, expiresAt time.Time) {
+	if !p.Enabled {
+		return now, now.Add(RotationFarFuture), now.Add(RotationFarFuture)
+	}
+	rot := now.Add(p.Interval)
+	return now, rot, rot.Add(p.Grace)
+}
+
 // Padding is the value of security.padding.
 type Padding string
 

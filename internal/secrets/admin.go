@@ -26,7 +26,7 @@ import (
 
 // FarFuture is the lifetime of admin token versions when rotation is off
 // (§10.4: 100 years).
-const FarFuture = 100 * 365 * 24 * time.Hour
+const FarFuture = config.RotationFarFuture
 
 // AdminTokens holds the admin token versions (§10.4). The non-expired
 // versions are kept in memory and refreshed by Init, Tick and Reload; Check
@@ -69,15 +69,6 @@ func NewAdminTokens(st store.Store, now func() time.Time, rnd io.Reader, policy 
 		tokenFile: tokenFile, log: log, rotations: rotations}
 }
 
-// validity returns the times of a version created at now.
-func (t *AdminTokens) validity(now time.Time) (validAfter, rotatesAt, expiresAt time.Time) {
-	if !t.policy.Enabled {
-		return now, now.Add(FarFuture), now.Add(FarFuture)
-	}
-	rot := now.Add(t.policy.Interval)
-	return now, rot, rot.Add(t.policy.Grace)
-}
-
 // newVersion builds a version of token with a fresh salt.
 func (t *AdminTokens) newVersion(version int, token string, now time.Time) (store.AdminToken, error) {
 	v := store.AdminToken{Version: version, CreatedAt: now}
@@ -85,7 +76,7 @@ func (t *AdminTokens) newVersion(version int, token string, now time.Time) (stor
 		return v, err
 	}
 	v.TokenHash = identity.AdminTokenHash(v.Salt, token)
-	v.ValidAfter, v.RotatesAt, v.ExpiresAt = t.validity(now)
+	v.ValidAfter, v.RotatesAt, v.ExpiresAt = t.policy.Validity(now)
 	return v, nil
 }
 

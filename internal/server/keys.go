@@ -16,9 +16,6 @@ import (
 	"github.com/commucat/commucat/internal/store"
 )
 
-// farFuture is the lifetime of keys when rotation is off (§10.4).
-const farFuture = 100 * 365 * 24 * time.Hour
-
 // noiseKeys holds the Noise static keys of §10.4.
 type noiseKeys struct {
 	store     store.Store
@@ -62,21 +59,13 @@ func (k *noiseKeys) current() []noiseconn.ServerKey {
 	return out
 }
 
-func (k *noiseKeys) validity(now time.Time) (validAfter, rotatesAt, expiresAt time.Time) {
-	if !k.policy.Enabled {
-		return now, now.Add(farFuture), now.Add(farFuture)
-	}
-	rot := now.Add(k.policy.Interval)
-	return now, rot, rot.Add(k.policy.Grace)
-}
-
 // newKey builds the next version from a key pair, with a fresh ML-KEM seed.
 func (k *noiseKeys) newKey(version int, priv, pub [32]byte, now time.Time) (store.NoiseKey, error) {
 	nk := store.NoiseKey{Version: version, Private: priv, Public: pub, CreatedAt: now}
 	if _, err := io.ReadFull(k.rand, nk.KEMSeed[:]); err != nil {
 		return nk, err
 	}
-	nk.ValidAfter, nk.RotatesAt, nk.ExpiresAt = k.validity(now)
+	nk.ValidAfter, nk.RotatesAt, nk.ExpiresAt = k.policy.Validity(now)
 	return nk, nil
 }
 
