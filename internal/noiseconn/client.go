@@ -52,6 +52,8 @@ type ClientConfig struct {
 	// testHello, when set, rewrites the HELLO object before it is
 	// serialised (tests only).
 	testHello func(map[string]any)
+	// testDH, when set, replaces the per-handshake x25519DH (tests only).
+	testDH noise.DHFunc
 }
 
 // ClientHandshake is the client side of a handshake.
@@ -88,9 +90,17 @@ func NewClientHandshake(cfg ClientConfig) (*ClientHandshake, []byte, error) {
 		return nil, nil, errors.New("noiseconn: missing device key")
 	}
 	c := &ClientHandshake{cfg: cfg}
-	staticPub, err := identity.X25519Public(cfg.StaticKey)
+	// Parsing the static key derives its public key; the x25519DH keeps
+	// the parsed key for the handshake's DHs with it.
+	xdh := new(x25519DH)
+	staticKey, err := xdh.prepare(cfg.StaticKey[:])
 	if err != nil {
 		return nil, nil, err
+	}
+	staticPub := [32]byte(staticKey.PublicKey().Bytes())
+	var dh noise.DHFunc = xdh
+	if cfg.testDH != nil {
+		dh = cfg.testDH
 	}
 	caps := slices.Clone(cfg.Capabilities)
 	if cfg.PQ && !HasCapability(caps, CapPQ) {
@@ -126,7 +136,7 @@ func NewClientHandshake(cfg ClientConfig) (*ClientHandshake, []byte, error) {
 	}
 
 	ncfg := noise.Config{
-		CipherSuite:   cipherSuite,
+		CipherSuite:   newCipherSuite(dh),
 		Random:        cfg.rand(),
 		Pattern:       noisePattern(cfg.Pattern),
 		Initiator:     true,

@@ -34,9 +34,6 @@ import (
 //
 // After the ACK, a version 2 connection carries records (§5) both ways.
 
-// cipherSuite is Noise_*_25519_ChaChaPoly_BLAKE2s (§4.2).
-var cipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s)
-
 func noisePattern(name string) noise.HandshakePattern {
 	if name == PatternIK {
 		return noise.HandshakeIK
@@ -79,6 +76,9 @@ type ServerConfig struct {
 	// Encapsulate overrides ML-KEM-768 encapsulation (known-answer tests
 	// inject a derandomized one); nil means ek.Encapsulate.
 	Encapsulate func(ek *mlkem.EncapsulationKey768) (sharedKey, ciphertext []byte)
+
+	// testDH, when set, replaces the per-handshake x25519DH (tests only).
+	testDH noise.DHFunc
 }
 
 func (c *ServerConfig) rand() io.Reader {
@@ -149,9 +149,16 @@ func (c *ServerConfig) ReadHello(f ccp.Frame, keys []ServerKey) (*ServerHandshak
 	s := &ServerHandshake{cfg: c, Hello: hello, Version: version}
 	var payload []byte
 	found := false
+	// One x25519DH serves every key tried: it keeps the parsed static keys
+	// and, later, the ephemeral of msg2.
+	var dh noise.DHFunc = new(x25519DH)
+	if c.testDH != nil {
+		dh = c.testDH
+	}
+	suite := newCipherSuite(dh)
 	for _, k := range keys {
 		hs, err := noise.NewHandshakeState(noise.Config{
-			CipherSuite:   cipherSuite,
+			CipherSuite:   suite,
 			Random:        c.rand(),
 			Pattern:       noisePattern(hello.Pattern),
 			Initiator:     false,
