@@ -10,6 +10,9 @@
 //   - the readers: a small pool of read-only connections for single-statement
 //     reads outside Tx; WAL lets them run beside the writer.
 //
+// Concurrent Tx calls share one transaction and one disk sync (group
+// commit, groupcommit.go), each in its own savepoint.
+//
 // Tx holds the writer connection until fn returns, so fn must use only the
 // Queries it is given: calling a write method of the Store itself from fn
 // would wait for the writer connection fn holds (until ctx ends). Nested Tx
@@ -47,6 +50,7 @@ type Store struct {
 	writer  *sql.DB // one connection: every write, Tx
 	readers *sql.DB // read-only connections
 	sh      *shared
+	gc      groupCommit // Tx (groupcommit.go)
 }
 
 // shared is the state every queries value of one Store uses.
@@ -155,42 +159,6 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes the prepared statements and both pools.
 func (s *Store) Close() error {
 	return errors.Join(s.sh.rstmts.close(), s.sh.wstmts.close(), s.readers.Close(), s.writer.Close())
-}
-
-// Tx runs fn in one BEGIN IMMEDIATE transaction on the writer connection:
-// committed when fn returns nil, rolled back otherwise (fn's error is
-// returned unchanged). The Queries must not be used after fn returns.
-// Nested Tx is not supported; see the package documentation.
-func (s *Store) Tx(ctx context.Context, fn func(q store.Queries) error) (err error) {
-	tx, err := s.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin: %w", err)
-	}
-	changes := &txChanges{}
-	done := false
-	defer func() {
-		if !done {
-			// fn panicked.
-			_ = tx.Rollback()
-		}
-		// After the commit (or rollback): the cache never sees
-		// uncommitted members, and a caller sees its change as soon as
-		// Tx returns.
-		changes.apply(s.sh.members)
-	}()
-	ex := txExecer(tx, s.sh.wstmts)
-	if err := fn(&queries{w: ex, r: ex, sh: s.sh, tc: changes}); err != nil {
-		done = true
-		_ = tx.Rollback()
-		s.sh.wstmts.preparePending(ctx)
-		return err
-	}
-	done = true
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit: %w", err)
-	}
-	s.sh.wstmts.preparePending(ctx)
-	return nil
 }
 
 // execer is what *sql.DB and *sql.Tx have in common.
