@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"strings"
@@ -43,7 +44,8 @@ type Params struct {
 	Senders     int
 	ChannelSize int
 	Size        int
-	Window      int // unacknowledged MSGs per sender
+	Window      int     // unacknowledged MSGs per sender
+	Rate        float64 // open loop: MSGs per second over all senders (0 = closed loop)
 
 	// idle
 	Connections int
@@ -84,8 +86,10 @@ const usage = `usage: commucat-bench <scenario> [flags] [--json FILE]
 Scenarios:
   handshake  --version 1|2 [--pq] --duration D --concurrency C
              new sessions per second (TLS + Noise XK handshake, then close)
-  relay      --senders N --channel-size K --size S --duration D [--window W]
-             durable MSG throughput and send-to-receive latency (v2, ack mode)
+  relay      --senders N --channel-size K --size S --duration D [--window W] [--rate R]
+             durable MSG throughput and send-to-receive latency (v2, ack mode);
+             closed loop (W in flight per sender) or, with --rate, open loop
+             at R MSGs/s with latency from each MSG's intended send time
   idle       --connections N [--settle D]
              server RSS per idle connection
   inbox      --messages M
@@ -121,6 +125,10 @@ func ParseArgs(args []string, stderr io.Writer) (Params, error) {
 	fs.IntVar(&p.ChannelSize, "channel-size", p.ChannelSize, "relay: members per channel (sender + K-1 receivers)")
 	fs.IntVar(&p.Size, "size", p.Size, "relay, inbox: MSG payload bytes (at least 16)")
 	fs.IntVar(&p.Window, "window", p.Window, "relay, inbox: unacknowledged MSGs per sender")
+	fs.Float64Var(&p.Rate, "rate", p.Rate, "relay: open loop: offered MSGs per second over all senders, each sending rate/senders per second on a fixed\n"+
+		"schedule (at most --window unacknowledged; MSGs falling due while the window is full go out late, in a burst).\n"+
+		"Latency counts from each MSG's intended send time, so waiting shows as latency, not as a lower rate.\n"+
+		"0: closed loop, every sender keeps --window MSGs in flight (latency from the actual send)")
 	fs.IntVar(&p.Connections, "connections", p.Connections, "idle: connections to open")
 	fs.DurationVar(&p.Settle, "settle", p.Settle, "idle: wait after connecting before reading RSS")
 	fs.IntVar(&p.Messages, "messages", p.Messages, "inbox: messages to queue")
@@ -175,6 +183,10 @@ func (p *Params) Validate() error {
 		return fmt.Errorf("--size must be %d to %d bytes", minPayload, 1<<20)
 	case p.Window < 1:
 		return fmt.Errorf("--window must be at least 1")
+	case p.Rate < 0 || p.Rate > 1e8 || math.IsNaN(p.Rate):
+		return fmt.Errorf("--rate must be 0 (closed loop) or a positive rate up to 1e8 MSGs/s")
+	case p.Rate > 0 && p.Scenario != "relay":
+		return fmt.Errorf("--rate goes with the relay scenario")
 	case p.Connections < 1:
 		return fmt.Errorf("--connections must be at least 1")
 	case p.Messages < 1:
@@ -249,6 +261,11 @@ type RelayResult struct {
 	P99MS             float64  `json:"p99_ms"`
 	MaxMS             float64  `json:"max_ms"`
 	ServerCPUUSPerMsg *float64 `json:"server_cpu_us_per_msg"`
+
+	// Open loop (--rate) only.
+	OfferedRate      *float64 `json:"offered_rate,omitempty"`       // --rate: MSGs per second over all senders
+	RateNotSustained *bool    `json:"rate_not_sustained,omitempty"` // msgs_per_s more than 5 % below offered_rate × (channel_size − 1)
+	BacklogAtEnd     *int64   `json:"backlog_at_end,omitempty"`     // MSGs due but not yet sent (window full) when the interval ended
 }
 
 // IdleResult holds the idle members.
@@ -370,6 +387,9 @@ func (p *Params) parameters() map[string]any {
 		m["channel_size"] = p.ChannelSize
 		m["size"] = p.Size
 		m["window"] = p.Window
+		if p.Rate > 0 {
+			m["rate"] = p.Rate
+		}
 	case "idle":
 		m["connections"] = p.Connections
 		m["settle_s"] = p.Settle.Seconds()

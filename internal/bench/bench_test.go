@@ -189,7 +189,46 @@ func TestRelay(t *testing.T) {
 			if c := num(t, m, "server_cpu_us_per_msg"); c < 0 {
 				t.Errorf("server_cpu_us_per_msg = %v", c)
 			}
+			for _, k := range []string{"offered_rate", "rate_not_sustained", "backlog_at_end"} {
+				if _, ok := m[k]; ok {
+					t.Errorf("closed loop result has %q", k)
+				}
+			}
 		})
+	}
+}
+
+// TestRelayRate runs the relay open loop at a low rate: it must deliver
+// about that rate (not the closed-loop maximum) and report the latencies.
+func TestRelayRate(t *testing.T) {
+	const rate = 200
+	m := runScenario(t, "relay", "--senders", "2", "--channel-size", "2", "--size", "64", "--duration", "1500ms", "--warmup", "300ms", "--window", "8", "--rate", "200")
+	checkCommon(t, m, "relay")
+	if r := num(t, m, "offered_rate"); r != rate {
+		t.Errorf("offered_rate = %v, want %v", r, rate)
+	}
+	if params, _ := m["parameters"].(map[string]any); params["rate"] != float64(rate) {
+		t.Errorf("parameters.rate = %v", params["rate"])
+	}
+	if d := num(t, m, "delivered"); d <= 0 {
+		t.Errorf("delivered = %v", d)
+	}
+	// Paced: near the offered rate, far below what the closed loop does
+	// with the same window (thousands per second).
+	if r := num(t, m, "msgs_per_s"); r <= 0 || r > 1.2*rate {
+		t.Errorf("msgs_per_s = %v, want about %v", r, rate)
+	}
+	p50, p95, p99 := num(t, m, "p50_ms"), num(t, m, "p95_ms"), num(t, m, "p99_ms")
+	if p50 <= 0 || p50 > p95 || p95 > p99 || p99 > num(t, m, "max_ms") {
+		t.Errorf("latencies p50 %v p95 %v p99 %v", p50, p95, p99)
+	}
+	num(t, m, "server_cpu_us_per_msg")
+	num(t, m, "backlog_at_end")
+	if v, ok := m["rate_not_sustained"].(bool); !ok {
+		t.Errorf("rate_not_sustained = %v (%T), want a bool", m["rate_not_sustained"], m["rate_not_sustained"])
+	} else if v {
+		// Possible on a badly overloaded machine; the run is still valid.
+		t.Logf("rate_not_sustained at %d MSGs/s", rate)
 	}
 }
 
@@ -292,6 +331,9 @@ func TestParseArgs(t *testing.T) {
 		{"relay", "--version", "1"},
 		{"relay", "--size", "8"},
 		{"relay", "--channel-size", "1"},
+		{"relay", "--rate", "-1"},
+		{"relay", "--rate", "NaN"},
+		{"handshake", "--rate", "10"},
 		{"idle", "--target", "https://127.0.0.1:1"},
 		{"idle", "--server-pid", "1"},
 		{"idle", "extra", "args"},
@@ -333,6 +375,11 @@ func TestPayload(t *testing.T) {
 	if _, _, ok := parsePayload(b[:15]); ok {
 		t.Error("short payload accepted")
 	}
+	at := time.Unix(1700000000, 123456789)
+	st, n, ok = parsePayload(makePayloadAt(16, 7, at))
+	if !ok || n != 7 || !st.Equal(at) {
+		t.Errorf("makePayloadAt: %v %v %v, want %v", st, n, ok, at)
+	}
 }
 
 func TestProcStats(t *testing.T) {
@@ -355,7 +402,11 @@ func TestProcStats(t *testing.T) {
 // TestResultMembers guards against JSON name clashes between the embedded
 // scenario results (a clash silently drops both members).
 func TestResultMembers(t *testing.T) {
-	r := &Result{HandshakeResult: &HandshakeResult{}, RelayResult: &RelayResult{}, IdleResult: &IdleResult{}, InboxResult: &InboxResult{}}
+	var rate float64
+	var flag bool
+	var backlog int64
+	r := &Result{HandshakeResult: &HandshakeResult{}, IdleResult: &IdleResult{}, InboxResult: &InboxResult{},
+		RelayResult: &RelayResult{OfferedRate: &rate, RateNotSustained: &flag, BacklogAtEnd: &backlog}}
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
@@ -367,6 +418,7 @@ func TestResultMembers(t *testing.T) {
 	for _, k := range []string{"scenario", "duration_s", "server_cpu_s", "version", "pq", "parameters",
 		"sessions_per_s", "server_cpu_us_per_session",
 		"delivered", "msgs_per_s", "p50_ms", "p95_ms", "p99_ms", "server_cpu_us_per_msg",
+		"offered_rate", "rate_not_sustained", "backlog_at_end",
 		"connections", "server_rss_bytes_per_conn",
 		"inbox_msgs_per_s", "server_cpu_us_per_inbox_msg"} {
 		if _, ok := m[k]; !ok {

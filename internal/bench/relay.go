@@ -30,6 +30,14 @@ type receiver struct {
 // MSGs unacknowledged (Window goroutines calling Request); receivers
 // acknowledge every delivery (ack mode). Deliveries and their latencies
 // are counted while the measured interval lasts, after a warm-up.
+//
+// Without Rate the senders run closed loop: each of the Window goroutines
+// sends its next MSG as soon as the previous one is acknowledged, and the
+// latency counts from the actual send. With Rate the senders run open
+// loop: each sends Rate/Senders MSGs per second on a fixed schedule (see
+// pacer), still at most Window unacknowledged, and the latency counts
+// from each MSG's intended send time, so that waiting for a full window
+// or a stalled server shows up as latency rather than as a lower rate.
 func runRelay(ctx context.Context, e *env, res *Result) error {
 	p := e.p
 	nrecv := p.ChannelSize - 1
@@ -108,18 +116,32 @@ func runRelay(ctx context.Context, e *env, res *Result) error {
 	defer stopSenders()
 	var swg sync.WaitGroup
 	var counter atomic.Uint64
-	next := func() (uint64, bool) { return counter.Add(1), phase.Load() != phaseStop }
 	onAck := func() {
 		if phase.Load() == phaseMeasure {
 			sent.Add(1)
 		}
 	}
-	for i, c := range sconns {
-		for range p.Window {
-			swg.Go(func() { sendLoop(sctx, c, base+uint32(i), p.Size, next, onAck, &e.errs) })
+	var pacers []*pacer
+	if p.Rate > 0 {
+		pacers = startPacers(sctx, e, sconns, base, &swg, &counter, &phase, onAck)
+	} else {
+		next := func() (uint64, bool) { return counter.Add(1), phase.Load() != phaseStop }
+		for i, c := range sconns {
+			for range p.Window {
+				swg.Go(func() { sendLoop(sctx, c, base+uint32(i), p.Size, next, onAck, &e.errs) })
+			}
 		}
 	}
+	backlog := func(now time.Time) int64 {
+		var n int64
+		for _, pc := range pacers {
+			n += pc.backlog(now)
+		}
+		return n
+	}
+	offered := p.Rate * float64(nrecv) // deliveries per second offered
 	rc := newRate(0)
+	sentRate := newRate(0)
 	cpu0, _ := e.serverCPUNow()
 	cpuRate := newRate(cpu0.Microseconds())
 	pr := e.startProgress(func() string {
@@ -129,7 +151,18 @@ func runRelay(ctx context.Context, e *env, res *Result) error {
 		if phase.Load() == phaseWarmup {
 			label = "warm-up"
 		}
-		s := fmt.Sprintf("relay %dx%d %dB  %s  delivered %d  %.0f msg/s  errors %d", p.Senders, p.ChannelSize, p.Size, label, n, rc.rate(n), nerr)
+		// The rate counts every delivery, warm-up included.
+		s := fmt.Sprintf("relay %dx%d %dB  %s  delivered %d  %.0f msg/s", p.Senders, p.ChannelSize, p.Size, label, n, rc.rate(received.Load()))
+		if p.Rate > 0 {
+			// Achieved against offered deliveries per second, the
+			// MSGs handed to Request per second against --rate, and
+			// the MSGs due but waiting for a free window slot.
+			s += fmt.Sprintf(" of %.0f offered  sending %.0f of %g MSG/s", offered, sentRate.rate(int64(counter.Load())), p.Rate)
+			if b := backlog(time.Now()); b > 0 {
+				s += fmt.Sprintf("  backlog %d", b)
+			}
+		}
+		s += fmt.Sprintf("  errors %d", nerr)
 		if c, ok := e.serverCPUNow(); ok {
 			s += fmt.Sprintf("  server CPU %.0f%%", 100*cpuRate.rate(c.Microseconds())/1e6)
 		}
@@ -141,6 +174,7 @@ func runRelay(ctx context.Context, e *env, res *Result) error {
 	pause(ctx, p.Duration)
 	phase.Store(phaseStop)
 	m.stop()
+	behind := backlog(time.Now())
 	pr.end()
 
 	// Let the MSGs in flight arrive (so that closing does not cut them
@@ -169,6 +203,16 @@ func runRelay(ctx context.Context, e *env, res *Result) error {
 		MaxMS:             percentileMS(lat, 1),
 		ServerCPUUSPerMsg: m.perUnitUS(n),
 	}
+	if p.Rate > 0 {
+		r := res.RelayResult
+		rate, notSustained := p.Rate, rateNotSustained(n, m.elapsed, offered, len(receivers))
+		r.OfferedRate, r.RateNotSustained, r.BacklogAtEnd = &rate, &notSustained, &behind
+		if notSustained {
+			// Not a progress note: shown with --quiet too.
+			fmt.Fprintf(e.stderr, "commucat-bench: warning: offered rate not sustained: %.0f deliveries/s achieved, %.0f offered (--rate %g × %d recipients per MSG), %d MSGs due but unsent at the end; the latencies describe an overloaded server (or client)\n",
+				r.MsgsPerS, offered, p.Rate, nrecv, behind)
+		}
+	}
 	if n == 0 {
 		_, first := e.errs.get()
 		return fmt.Errorf("no message delivered (first error: %s)", first)
@@ -188,4 +232,70 @@ func settle(ctx context.Context, count func() int64, max time.Duration) {
 		}
 		last = n
 	}
+}
+
+// startPacers starts the open-loop senders: for each sender connection a
+// pacer goroutine on the sender's share of e.p.Rate, handing MSGs with
+// their intended send time to e.p.Window goroutines that send them with
+// Request. The hand-off is unbuffered, so at most Window MSGs per sender
+// are unacknowledged; while the window is full the pacer waits and the
+// MSGs falling due meanwhile go out in a burst when a slot frees, with
+// their original intended times. The senders' schedules are staggered by
+// 1/Rate, so that together they offer evenly spaced MSGs.
+func startPacers(ctx context.Context, e *env, sconns []*client.Conn, base uint32, wg *sync.WaitGroup, counter *atomic.Uint64, phase *atomic.Int32, onAck func()) []*pacer {
+	p := e.p
+	type job struct {
+		n  uint64
+		at time.Time
+	}
+	perSender := p.Rate / float64(len(sconns))
+	e.note("relay: open loop, %g MSGs/s offered (%g per sender), at most %d unacknowledged per sender; latency from the intended send time", p.Rate, perSender, p.Window)
+	t0 := time.Now()
+	pacers := make([]*pacer, len(sconns))
+	for i, c := range sconns {
+		ch := base + uint32(i)
+		jobs := make(chan job)
+		for range p.Window {
+			wg.Go(func() {
+				for j := range jobs {
+					if !sendMsg(ctx, c, ch, func() []byte { return makePayloadAt(p.Size, j.n, j.at) }, onAck, &e.errs) {
+						return
+					}
+				}
+			})
+		}
+		wait, stopTimer := timerWait(ctx)
+		pc := &pacer{
+			s:    schedule{start: t0.Add(time.Duration(float64(i) * float64(time.Second) / p.Rate)), rate: perSender},
+			now:  time.Now,
+			wait: wait,
+			send: func(_ int64, at time.Time) bool {
+				if phase.Load() == phaseStop {
+					return false
+				}
+				select {
+				case jobs <- job{n: counter.Add(1), at: at}:
+					return true
+				case <-ctx.Done():
+					return false
+				}
+			},
+		}
+		pacers[i] = pc
+		wg.Go(func() {
+			defer close(jobs)
+			defer stopTimer()
+			pc.run()
+		})
+	}
+	return pacers
+}
+
+// rateNotSustained reports whether delivered, over elapsed, falls more
+// than 5 % short of the offered deliveries per second. Each of the streams
+// receiving connections may count about one message fewer at the ends of
+// the interval; that much is allowed for (it matters only for tiny runs).
+func rateNotSustained(delivered int64, elapsed time.Duration, offered float64, streams int) bool {
+	expected := offered * elapsed.Seconds()
+	return float64(delivered) < 0.95*expected-float64(streams)
 }

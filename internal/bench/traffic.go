@@ -14,9 +14,14 @@ import (
 
 // makePayload returns a MSG payload of size bytes: the send time (unix
 // nanoseconds) and the message number, big-endian, then filler.
-func makePayload(size int, n uint64) []byte {
+func makePayload(size int, n uint64) []byte { return makePayloadAt(size, n, time.Now()) }
+
+// makePayloadAt is makePayload with the given send time: the open-loop
+// relay puts the intended send time there, so that latency counts from
+// the schedule, not from the moment the MSG actually left.
+func makePayloadAt(size int, n uint64, at time.Time) []byte {
 	b := make([]byte, size)
-	binary.BigEndian.PutUint64(b[0:8], uint64(time.Now().UnixNano()))
+	binary.BigEndian.PutUint64(b[0:8], uint64(at.UnixNano()))
 	binary.BigEndian.PutUint64(b[8:16], n)
 	for i := minPayload; i < size; i++ {
 		b[i] = byte('a' + i%26)
@@ -99,26 +104,34 @@ func sendLoop(ctx context.Context, c *client.Conn, ch uint32, size int, next fun
 		if !ok {
 			return
 		}
-		for {
-			_, err := c.Request(ctx, ccp.Msg, ch, makePayload(size, n))
-			if err == nil {
-				onAck()
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			var ef *client.ErrorFrame
-			if errors.As(err, &ef) && (ef.Problem.Title == ccp.TitleTooManyRequests || ef.Problem.Title == ccp.TitleInternalError) {
-				errs.add(err)
-				pause(ctx, max(ef.RetryAfter(), 100*time.Millisecond))
-				continue // the same message again
-			}
-			errs.add(err)
-			if errors.Is(err, client.ErrClosed) {
-				return
-			}
-			break
+		if !sendMsg(ctx, c, ch, func() []byte { return makePayload(size, n) }, onAck, errs) {
+			return
 		}
+	}
+}
+
+// sendMsg sends one MSG on ch with Request, the payload made by payload
+// (again for each retry), and calls onAck when the server acknowledged
+// it. Too Many Requests and Internal Error are retried after a pause;
+// other errors drop the message. It returns false when the sender should
+// stop (ctx ended or the connection is closed).
+func sendMsg(ctx context.Context, c *client.Conn, ch uint32, payload func() []byte, onAck func(), errs *errorLog) bool {
+	for {
+		_, err := c.Request(ctx, ccp.Msg, ch, payload())
+		if err == nil {
+			onAck()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		var ef *client.ErrorFrame
+		if errors.As(err, &ef) && (ef.Problem.Title == ccp.TitleTooManyRequests || ef.Problem.Title == ccp.TitleInternalError) {
+			errs.add(err)
+			pause(ctx, max(ef.RetryAfter(), 100*time.Millisecond))
+			continue // the same message again
+		}
+		errs.add(err)
+		return !errors.Is(err, client.ErrClosed)
 	}
 }
