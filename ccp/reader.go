@@ -15,15 +15,26 @@ const (
 // ReadFrame returns a frame as soon as its last byte has been read, without
 // waiting for further input (§3.3 step 5). Buffer memory grows with the
 // bytes actually received, never ahead of them, so a peer that announces a
-// 16 MiB frame and sends nothing costs nothing.
+// 16 MiB frame and sends nothing costs nothing. While nothing is buffered
+// and the last frame was small, it reads into a small array of its own
+// instead of a heap buffer, so an idle connection holds no read buffer
+// (memory per connection).
 type Reader struct {
-	src  io.Reader
-	mode Mode
-	buf  []byte
-	r, w int // unread bytes are buf[r:w]
-	err  error
-	max  int // SetMaxFrame; 0: only the limits of §2.5
+	src     io.Reader
+	mode    Mode
+	small   [smallReadBuf]byte
+	buf     []byte // small[:] or a heap buffer
+	r, w    int    // unread bytes are buf[r:w]
+	err     error
+	max     int // SetMaxFrame; 0: only the limits of §2.5
+	lastLen int // length of the last frame decoded
 }
+
+// smallReadBuf is the size of the in-struct buffer.
+const smallReadBuf = 512
+
+// usesSmall reports whether r.buf is the in-struct array.
+func (r *Reader) usesSmall() bool { return len(r.buf) > 0 && &r.buf[0] == &r.small[0] }
 
 // SetMaxFrame bounds the length prefix of the following frames to n
 // bytes (0 removes the bound). A frame announcing more fails as soon as
@@ -36,7 +47,9 @@ func (r *Reader) SetMaxFrame(n int) { r.max = n }
 
 // NewReader returns a Reader that decodes src with the rules of mode.
 func NewReader(src io.Reader, mode Mode) *Reader {
-	return &Reader{src: src, mode: mode}
+	r := &Reader{src: src, mode: mode}
+	r.buf = r.small[:]
+	return r
 }
 
 // SetMode changes the decoding rules for the following frames.
@@ -57,14 +70,18 @@ func (r *Reader) Buffered() []byte { return r.buf[r.r:r.w] }
 //   - io.EOF: the stream ended at a frame boundary;
 //   - any other error from the source.
 func (r *Reader) ReadFrame() (Frame, error) {
-	if r.r == r.w && cap(r.buf) > keepReadBuf {
-		r.buf, r.r, r.w = nil, 0, 0 // drop the memory of a past large frame
+	if r.r == r.w && (cap(r.buf) > keepReadBuf || r.lastLen <= smallReadBuf) && !r.usesSmall() {
+		// Drop the heap buffer when empty after a small frame (it
+		// comes back when a large frame does) or a large one that
+		// needed more than keepReadBuf.
+		r.buf, r.r, r.w = r.small[:], 0, 0
 	}
 	for {
 		if r.r < r.w {
 			f, n, err := Decode(r.buf[r.r:r.w], r.mode)
 			if err == nil {
 				r.r += n
+				r.lastLen = n
 				return f, nil
 			}
 			if r.max > 0 && errors.Is(err, ErrShortBuffer) {

@@ -1,9 +1,11 @@
 package ccp
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"testing"
+	"testing/iotest"
 )
 
 // A frame announcing more than SetMaxFrame fails on its prefix and type
@@ -55,4 +57,36 @@ func (s *sliceReader) Read(p []byte) (int, error) {
 	n := copy(p, s.b)
 	s.b = s.b[n:]
 	return n, nil
+}
+
+// TestReaderIdleBuffer: once drained after a small frame the Reader reads
+// into its in-struct array; after a large frame it keeps the heap buffer
+// (a stream of large frames does not reallocate per frame).
+func TestReaderIdleBuffer(t *testing.T) {
+	var stream []byte
+	sizes := []int{10, 3000, 3000, 10, 20}
+	for i, n := range sizes {
+		stream, _ = AppendFrame(stream, Frame{Type: Msg, Channel: 1, Sequence: uint32(i + 1), Payload: bytes.Repeat([]byte{byte(i)}, n)})
+	}
+	r := NewReader(iotest.OneByteReader(bytes.NewReader(stream)), V1)
+	for i, n := range sizes {
+		f, err := r.ReadFrame()
+		if err != nil || len(f.Payload) != n || f.Payload[n-1] != byte(i) {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if n > smallReadBuf && r.usesSmall() {
+			t.Fatalf("frame %d of %d bytes in the small buffer", i, n)
+		}
+	}
+	if _, err := r.ReadFrame(); err != io.EOF {
+		t.Fatalf("end: %v", err)
+	}
+	if !r.usesSmall() {
+		t.Errorf("drained after a small frame, the reader holds a %d-byte buffer", len(r.buf))
+	}
+	// A zero Reader (not from NewReader) works too.
+	z := &Reader{src: bytes.NewReader(stream), mode: V1}
+	if f, err := z.ReadFrame(); err != nil || len(f.Payload) != 10 {
+		t.Fatalf("zero Reader: %v", err)
+	}
 }

@@ -27,8 +27,16 @@ func run() int {
 	version := fs.Bool("version", false, "print the version and exit")
 	startupWait := fs.Duration("startup-wait", time.Minute,
 		"how long to retry, with backoff, while PostgreSQL or Redis is down at start (0: fail at once)")
+	pprofAddr := fs.String("pprof", "",
+		"serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060); for profiling only, it has no authentication")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
+	}
+	if *pprofAddr != "" {
+		if err := checkLoopback(*pprofAddr); err != nil {
+			fmt.Fprintf(os.Stderr, "error: --pprof: %v\n", err)
+			return 2
+		}
 	}
 	if *version {
 		fmt.Printf("commucat-server %s\n", server.Version)
@@ -107,6 +115,14 @@ func run() int {
 			cancel()
 		}
 	}()
+	if *pprofAddr != "" {
+		stopPprof, err := servePprof(*pprofAddr, log)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "error: --pprof: %v\n", err)
+			return 1
+		}
+		defer stopPprof()
+	}
 	if err := srv.Serve(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "error: %v\n", err)
 		return 1

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -318,15 +319,19 @@ func (o *Opener) fail(err error) error {
 // reader other than io.EOF are returned as they are. Every error is sticky.
 // Padding-only records are skipped.
 //
-// The reader owns one buffer, which it reuses; it does not allocate per
-// record. The buffer starts at initialRecordBuf bytes and doubles, up to
-// MaxRecordSize, only when a record does not fit: an idle connection or
-// one with small messages keeps a small buffer (memory per connection).
-// It is not safe for concurrent use.
+// Buffers: while nothing is buffered (an idle connection, or between the
+// records of one with small messages) the reader reads into a small array
+// of its own, so an idle connection holds no read buffer (memory per
+// connection, issue 7). A record that does not fit moves to a pooled
+// initialRecordBuf buffer, doubled up to MaxRecordSize when needed; once
+// everything read has been returned, a pooled buffer goes back to the pool
+// and a larger one to the garbage collector. It does not allocate per
+// record. It is not safe for concurrent use.
 type RecordReader struct {
 	src     io.Reader
 	open    *Opener
-	buf     []byte
+	small   [smallRecordBuf]byte
+	buf     []byte // small[:], a pooled buffer, or a larger one
 	r, w    int    // buf[r:w] holds bytes read but not yet opened
 	pending []byte // opened data not yet returned; aliases buf[:r]
 	srcErr  error  // error from src, acted on once the buffered bytes run out
@@ -336,11 +341,35 @@ type RecordReader struct {
 // NewRecordReader returns a RecordReader that reads records from r and
 // opens them with o.
 func NewRecordReader(r io.Reader, o *Opener) *RecordReader {
-	return &RecordReader{src: r, open: o, buf: make([]byte, initialRecordBuf)}
+	rr := &RecordReader{src: r, open: o}
+	rr.buf = rr.small[:]
+	return rr
 }
 
-// initialRecordBuf is the starting size of a RecordReader's buffer.
-const initialRecordBuf = 4096
+const (
+	// smallRecordBuf is the in-struct buffer: a 100-byte message in a
+	// padded record fits.
+	smallRecordBuf = 512
+	// initialRecordBuf is the size of the pooled buffers.
+	initialRecordBuf = 4096
+)
+
+// recordBufPool holds *[initialRecordBuf]byte.
+var recordBufPool = sync.Pool{New: func() any { return new([initialRecordBuf]byte) }}
+
+// isSmall reports whether rr.buf is the in-struct array.
+func (rr *RecordReader) isSmall() bool { return &rr.buf[0] == &rr.small[0] }
+
+// shrink returns a pooled or large buffer once nothing is buffered.
+func (rr *RecordReader) shrink() {
+	if rr.w != 0 || rr.isSmall() {
+		return
+	}
+	if len(rr.buf) == initialRecordBuf {
+		recordBufPool.Put((*[initialRecordBuf]byte)(rr.buf))
+	}
+	rr.buf = rr.small[:]
+}
 
 // maxEmptyRecordReads bounds successive (0, nil) results of the underlying
 // reader before Read gives up with io.ErrNoProgress.
@@ -396,8 +425,14 @@ func (rr *RecordReader) Read(p []byte) (int, error) {
 			rr.w = copy(rr.buf, rr.buf[rr.r:rr.w])
 			rr.r = 0
 		}
+		rr.shrink()
 		if rr.w == len(rr.buf) {
-			nb := make([]byte, min(2*len(rr.buf), MaxRecordSize))
+			var nb []byte
+			if rr.isSmall() {
+				nb = recordBufPool.Get().(*[initialRecordBuf]byte)[:]
+			} else {
+				nb = make([]byte, min(2*len(rr.buf), MaxRecordSize))
+			}
 			copy(nb, rr.buf[:rr.w])
 			rr.buf = nb
 		}

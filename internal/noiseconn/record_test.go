@@ -899,3 +899,57 @@ func BenchmarkOpen(b *testing.B) {
 		})
 	}
 }
+
+// chunkFeed returns its chunks one per Read, then io.EOF.
+type chunkFeed struct{ chunks [][]byte }
+
+func (c *chunkFeed) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+// TestRecordReaderIdleBuffer: between records (nothing buffered) the
+// reader uses its in-struct array, a record too large for it goes through
+// a pooled or larger buffer, and the data is right either way.
+func TestRecordReaderIdleBuffer(t *testing.T) {
+	key := recordTestKey()
+	s := NewSealer(key, 0, PaddingBuckets)
+	small := bytes.Repeat([]byte{'s'}, 100)
+	large := bytes.Repeat([]byte{'L'}, 3000)
+	huge := bytes.Repeat([]byte{'H'}, 20000)
+	var feed chunkFeed
+	for _, d := range [][]byte{small, large, small, huge, small} {
+		rec, err := s.AppendRecords(nil, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		feed.chunks = append(feed.chunks, rec)
+	}
+	rr := NewRecordReader(&feed, NewOpener(key, 0))
+	if !rr.isSmall() {
+		t.Fatal("a new reader does not start on its in-struct buffer")
+	}
+	for i, want := range [][]byte{small, large, small, huge, small} {
+		got, err := io.ReadAll(io.LimitReader(rr, int64(len(want))))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("record %d: %d bytes, %v", i, len(got), err)
+		}
+		if len(want) > smallRecordBuf && rr.isSmall() {
+			t.Fatalf("record %d (%d bytes) was read into the small buffer", i, len(want))
+		}
+	}
+	// The next Read finds nothing buffered: the heap buffer is released
+	// before it waits for the source.
+	if _, err := rr.Read(make([]byte, 10)); err != io.EOF {
+		t.Fatalf("end: %v, want io.EOF", err)
+	}
+	if !rr.isSmall() {
+		t.Errorf("the reader holds a %d-byte buffer while nothing is buffered", len(rr.buf))
+	}
+}

@@ -59,8 +59,20 @@ type conn struct {
 
 	out        *outbound
 	sealer     *noiseconn.Sealer
-	seq        uint32 // last server sequence used (sender goroutine only)
-	senderDone chan struct{}
+	seq        uint32 // last server sequence used (the running sender only)
+	fw         frameWriter
+	senderDone chan struct{} // closed when the sender ended for good
+	// sender state (sender.go)
+	sendMu      sync.Mutex
+	sendReady   bool // the handshake ACK is written: senders may run
+	sendRunning bool // a sender goroutine runs
+	sendAgain   bool // kicked while running: drain once more
+	sendDead    bool // ended for good
+	// timers (sender.go)
+	timerMu       sync.Mutex
+	timersStopped bool
+	keepTimer     *time.Timer
+	refreshTimer  *time.Timer
 	// pendingCommit is set by a handler whose reply waits for an inbox
 	// write (the reader goroutine only); commits counts those writes.
 	pendingCommit *commit
@@ -105,11 +117,36 @@ func (m *Manager) Serve(ctx context.Context, t Transport, meta Meta) EndReason {
 	defer cancel()
 	c := &conn{m: m, t: t, meta: meta, ctx: ctx, stop: cancel, log: m.d.Logger.With("conn", m.nextConn.Add(1), "transport", t.Kind())}
 	start := m.d.Now()
-	reader, hs, reason, ok := c.handshake(start)
+	var rd *ccp.Reader
+	var reason EndReason
+	var ok bool
+	// The handshake and the session set-up (cryptography, SQL, JSON: deep
+	// call stacks) run on a goroutine of their own, so that the stack of
+	// this long-lived goroutine, which then mostly waits for frames, does
+	// not keep their size (memory per idle connection, issue 7).
+	onFreshStack(func() {
+		var hs *handshakeResult
+		if rd, hs, reason, ok = c.handshake(start); ok {
+			rd, reason, ok = c.setup(rd, hs, start)
+		}
+	})
 	if !ok {
 		return reason
 	}
-	return c.run(reader, hs, start)
+	return c.serveFrames(rd)
+}
+
+// onFreshStack runs f on a new goroutine and waits for it; a panic in f
+// goes on in the caller.
+func onFreshStack(f func()) {
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		f()
+	}()
+	if p := <-done; p != nil {
+		panic(p)
+	}
 }
 
 func (c *conn) setEnd(r EndReason) {
@@ -321,8 +358,9 @@ func (c *conn) handshake(start time.Time) (*ccp.Reader, *handshakeResult, EndRea
 	return rd, &handshakeResult{sess: sess, sh: sh, commit: done, rest: rd.Buffered()}, 0, true
 }
 
-// run registers the connection, sends the ACK, and runs the session.
-func (c *conn) run(rd *ccp.Reader, hs *handshakeResult, start time.Time) EndReason {
+// setup registers the connection, sends the ACK and starts the sender; it
+// returns the frame reader of the session.
+func (c *conn) setup(rd *ccp.Reader, hs *handshakeResult, start time.Time) (*ccp.Reader, EndReason, bool) {
 	m := c.m
 	c.device, c.user = hs.commit.device, hs.commit.user
 	c.snapshot = userSnapshot(c.user)
@@ -332,6 +370,7 @@ func (c *conn) run(rd *ccp.Reader, hs *handshakeResult, start time.Time) EndReas
 	c.presence = noiseconn.HasCapability(c.accepted, noiseconn.CapPresence)
 	c.keyInfo = hs.sh.Key
 	c.out = newOutbound()
+	c.out.notify = c.kickSender
 	c.chans = make(map[uint32]*chanState)
 	c.limiter = ratelimit.NewSingle(m.cfg.FrameLimit, m.d.Now)
 	c.senderDone = make(chan struct{})
@@ -344,7 +383,7 @@ func (c *conn) run(rd *ccp.Reader, hs *handshakeResult, start time.Time) EndReas
 		c.log.Error("building the handshake ACK", "err", err)
 		p := noiseconn.StorageFailure(err).Problem()
 		_ = c.writeDirect(ccp.Error, 0, 2, p.JSON())
-		return EndInternal
+		return nil, EndInternal, false
 	}
 
 	m.mu.Lock()
@@ -357,7 +396,7 @@ func (c *conn) run(rd *ccp.Reader, hs *handshakeResult, start time.Time) EndReas
 	c.setPresence(stateOnline)
 	if err := c.writeDirect(ccp.Ack, 0, 2, ack); err != nil {
 		c.cleanup()
-		return EndTransport
+		return nil, EndTransport, false
 	}
 	mt := m.d.Metrics
 	mt.SecurityNoise.Inc()
@@ -385,7 +424,13 @@ func (c *conn) run(rd *ccp.Reader, hs *handshakeResult, start time.Time) EndReas
 		in = noiseconn.NewRecordReader(io.MultiReader(bytes.NewReader(rest), in), opener)
 		rd = ccp.NewReader(in, ccp.V2)
 	}
-	go c.sendLoop()
+	c.startTimers()
+	c.enableSender()
+	return rd, 0, true
+}
+
+// serveFrames runs the session until the stream ends.
+func (c *conn) serveFrames(rd *ccp.Reader) EndReason {
 	reason := c.readLoop(rd)
 	c.out.close()
 	<-c.senderDone

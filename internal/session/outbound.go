@@ -99,7 +99,9 @@ type outbound struct {
 	inflight map[uint32]int64
 	closed   bool
 
-	wake chan struct{}
+	// notify is called after frames were queued or the queue closed: it
+	// starts the sender when none runs (kickSender). nil in unit tests.
+	notify func()
 	// slots bounds the control backlog: the reader goroutine takes a slot
 	// per reply and blocks when the client does not read its replies.
 	slots chan struct{}
@@ -113,15 +115,13 @@ func newOutbound() *outbound {
 		initial:  true,
 		rescan:   -1,
 		inflight: make(map[uint32]int64),
-		wake:     make(chan struct{}, 1),
 		slots:    make(chan struct{}, maxControlBacklog),
 	}
 }
 
 func (o *outbound) signal() {
-	select {
-	case o.wake <- struct{}{}:
-	default:
+	if o.notify != nil {
+		o.notify()
 	}
 }
 

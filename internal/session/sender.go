@@ -13,29 +13,82 @@ import (
 // maxFramesPerWrite bounds the frames coalesced into one write.
 const maxFramesPerWrite = 256
 
-// sendLoop is the sender goroutine: the only writer after the handshake.
-func (c *conn) sendLoop() {
-	defer close(c.senderDone)
-	m := c.m
-	var keepalive <-chan time.Time
-	if c.version == noiseconn.Version2 && m.cfg.Keepalive > 0 {
-		t := time.NewTicker(m.cfg.Keepalive)
-		defer t.Stop()
-		keepalive = t.C
-	}
-	refreshEvery := m.cfg.PresenceTTL / 2
-	if refreshEvery <= 0 {
-		refreshEvery = 30 * time.Second
-	}
-	refresh := time.NewTicker(refreshEvery)
-	defer refresh.Stop()
+// The sender runs only while there is something to write: an idle
+// connection has no sender goroutine (memory per idle connection, issue 7).
+// kickSender starts one when frames are queued (outbound.signal), a timer
+// fires (keepalive, presence refresh) or the connection closes; it drains
+// the queues with sendRound and exits when they are empty. At most one runs
+// at a time (sendMu), so it is still the only writer after the handshake,
+// and c.seq and the frameWriter belong to whichever run is active.
 
-	w := &frameWriter{c: c}
+// kickSender makes sure a sender runs after this call (once the sender is
+// enabled: before the handshake ACK is written nothing else may be).
+func (c *conn) kickSender() {
+	c.sendMu.Lock()
+	if c.sendDead || !c.sendReady {
+		c.sendMu.Unlock()
+		return
+	}
+	if c.sendRunning {
+		c.sendAgain = true
+		c.sendMu.Unlock()
+		return
+	}
+	c.sendRunning = true
+	c.sendMu.Unlock()
+	go c.senderRun()
+}
+
+// enableSender allows senders from now on and starts the first one (the
+// inbox catch-up, §6.7, and whatever was queued meanwhile).
+func (c *conn) enableSender() {
+	c.sendMu.Lock()
+	c.sendReady = true
+	c.sendMu.Unlock()
+	c.kickSender()
+}
+
+// senderRun is one sender goroutine: it drains the queues, and exits when
+// they are empty and no kick came meanwhile. The run that sees the
+// connection closed (or a write fail) ends the sender for good and closes
+// senderDone.
+func (c *conn) senderRun() {
+	for {
+		c.sendMu.Lock()
+		c.sendAgain = false
+		c.sendMu.Unlock()
+		if !c.sendRound() {
+			c.sendMu.Lock()
+			c.sendDead, c.sendRunning = true, false
+			c.sendMu.Unlock()
+			c.stopTimers()
+			close(c.senderDone)
+			return
+		}
+		c.sendMu.Lock()
+		if c.sendAgain {
+			c.sendMu.Unlock()
+			continue
+		}
+		// Do not keep the write buffers of a burst while idle (under
+		// sendMu: the next sender may start as soon as it is released).
+		c.fw.release()
+		c.sendRunning = false
+		c.sendMu.Unlock()
+		return
+	}
+}
+
+// sendRound writes what is queued until nothing is; false when the
+// connection is closed (everything written) or a write failed.
+func (c *conn) sendRound() bool {
+	w := &c.fw
+	w.c = c
 	for {
 		b, needRead, last := c.out.takeRound(c.ackMode)
 		if !b.empty() {
 			if !w.write(b) {
-				return
+				return false
 			}
 		}
 		if needRead {
@@ -48,21 +101,68 @@ func (c *conn) sendLoop() {
 		if c.out.inboxDrained() {
 			continue // live frames held back during redelivery may now go
 		}
-		if c.out.isClosed() {
-			return
-		}
-		select {
-		case <-c.out.wake:
-		case <-keepalive:
-			// §3.6: v2 peers get {"keepalive":<unix time>} on channel 0.
+		return !c.out.isClosed()
+	}
+}
+
+// startTimers arms the keepalive (§3.6: v2 peers get
+// {"keepalive":<unix time>} on channel 0 every K) and the presence refresh,
+// and watches the transport's liveness signal. Each timer re-arms itself
+// after its work; stopTimers ends them.
+func (c *conn) startTimers() {
+	m := c.m
+	c.timerMu.Lock()
+	defer c.timerMu.Unlock()
+	if c.version == noiseconn.Version2 && m.cfg.Keepalive > 0 {
+		k := m.cfg.Keepalive
+		c.keepTimer = time.AfterFunc(k, func() {
+			c.timerMu.Lock()
+			defer c.timerMu.Unlock()
+			if c.timersStopped {
+				return
+			}
 			p := strconv.AppendInt([]byte(`{"keepalive":`), m.d.Now().Unix(), 10)
 			c.out.pushUrgent(outFrame{t: ccp.Ack, ch: 0, payload: append(p, '}')})
-		case <-refresh.C:
-			c.refreshPresence()
-		case <-c.meta.Liveness:
-			c.meta.Liveness = nil
-			c.kickWith(ccp.TitleKeepaliveTimeout, "no pong or message within 3x the keepalive interval", EndKeepalive)
+			c.keepTimer.Reset(k)
+		})
+	}
+	refreshEvery := m.cfg.PresenceTTL / 2
+	if refreshEvery <= 0 {
+		refreshEvery = 30 * time.Second
+	}
+	c.refreshTimer = time.AfterFunc(refreshEvery, func() {
+		c.timerMu.Lock()
+		defer c.timerMu.Unlock()
+		if c.timersStopped {
+			return
 		}
+		c.refreshPresence()
+		c.refreshTimer.Reset(refreshEvery)
+	})
+	if live := c.meta.Liveness; live != nil {
+		// WebSocket only: its ping loop closes Liveness when the peer
+		// stops answering.
+		go func() {
+			select {
+			case <-live:
+				c.kickWith(ccp.TitleKeepaliveTimeout, "no pong or message within 3x the keepalive interval", EndKeepalive)
+			case <-c.senderDone:
+			}
+		}()
+	}
+}
+
+// stopTimers stops the timers; when it returns, no timer callback runs or
+// will run (a presence refresh can no longer race with the cleanup).
+func (c *conn) stopTimers() {
+	c.timerMu.Lock()
+	defer c.timerMu.Unlock()
+	c.timersStopped = true
+	if c.keepTimer != nil {
+		c.keepTimer.Stop()
+	}
+	if c.refreshTimer != nil {
+		c.refreshTimer.Stop()
 	}
 }
 
@@ -89,12 +189,18 @@ func (c *conn) readInbox(last int64) {
 }
 
 // frameWriter encodes a batch, assigns server sequences and writes it.
+// Its buffers live while the sender runs (release drops them).
 type frameWriter struct {
 	c      *conn
 	buf    []byte
 	sealed []byte
 	chunks [][]byte
 	starts []int // frame boundaries in buf (message-oriented v1)
+}
+
+// release drops the buffers (the sender goes idle).
+func (w *frameWriter) release() {
+	w.buf, w.sealed, w.chunks, w.starts = nil, nil, nil, nil
 }
 
 // write writes one batch; false when the connection must end.
