@@ -1,0 +1,188 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// handshakeListener is a TLS listener that completes each handshake on a
+// short-lived goroutine of its own before net/http sees the connection.
+//
+// Why: net/http runs the TLS handshake on the goroutine that then serves
+// the connection for its whole life (for HTTP/2, the serve loop). A TLS
+// 1.3 handshake with the X25519MLKEM768 key share needs a deep stack, and
+// a goroutine's stack does not shrink until a garbage collection finds it
+// mostly unused, so every idle connection kept a handshake-sized stack
+// (memory per idle connection, issue 7). Here that stack belongs to a
+// goroutine that exits after the handshake. net/http finds the handshake
+// done (HandshakeContext returns at once) and reads the negotiated ALPN
+// protocol as before.
+//
+// At most maxPending handshakes run at once; beyond that the accept loop
+// waits (the kernel's backlog queues new connections), so a flood of
+// half-open TLS connections costs bounded memory. A handshake gets the
+// given timeout, as net/http gave it (ReadHeaderTimeout). The listener
+// owns its goroutines: Close stops the accept loop, aborts the handshakes
+// in progress and waits for all of them.
+type handshakeListener struct {
+	inner   net.Listener
+	conf    *tls.Config
+	timeout time.Duration
+
+	start sync.Once // the accept loop starts at the first Accept
+	ready chan net.Conn
+	sem   chan struct{}
+	done  chan struct{}
+	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	pending map[net.Conn]struct{}
+	err     error // why the accept loop stopped
+	closed  bool
+}
+
+const maxPendingHandshakes = 1024
+
+func newHandshakeListener(inner net.Listener, conf *tls.Config, timeout time.Duration) *handshakeListener {
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	l := &handshakeListener{
+		inner: inner, conf: conf, timeout: timeout,
+		ready:   make(chan net.Conn),
+		sem:     make(chan struct{}, maxPendingHandshakes),
+		done:    make(chan struct{}),
+		pending: make(map[net.Conn]struct{}),
+	}
+	return l
+}
+
+func (l *handshakeListener) acceptLoop() {
+	defer l.wg.Done()
+	var delay time.Duration
+	for {
+		select {
+		case l.sem <- struct{}{}:
+		case <-l.done:
+			return
+		}
+		c, err := l.inner.Accept()
+		if err != nil {
+			<-l.sem
+			var t interface{ Temporary() bool }
+			if errors.As(err, &t) && t.Temporary() {
+				// As net/http does for temporary errors (EMFILE...).
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-l.done:
+					return
+				}
+			}
+			l.mu.Lock()
+			if l.err == nil {
+				l.err = err
+			}
+			l.mu.Unlock()
+			l.shut()
+			return
+		}
+		delay = 0
+		if !l.track(c) {
+			<-l.sem
+			c.Close()
+			return
+		}
+		l.wg.Add(1)
+		go l.handshake(c)
+	}
+}
+
+func (l *handshakeListener) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.pending[c] = struct{}{}
+	return true
+}
+
+func (l *handshakeListener) untrack(c net.Conn) {
+	l.mu.Lock()
+	delete(l.pending, c)
+	l.mu.Unlock()
+}
+
+func (l *handshakeListener) handshake(raw net.Conn) {
+	defer l.wg.Done()
+	defer func() { <-l.sem }()
+	tc := tls.Server(raw, l.conf)
+	_ = raw.SetDeadline(time.Now().Add(l.timeout))
+	err := tc.HandshakeContext(context.Background()) // bounded by the deadline; Close closes raw
+	l.untrack(raw)
+	if err != nil {
+		raw.Close()
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
+	select {
+	case l.ready <- tc:
+	case <-l.done:
+		tc.Close()
+	}
+}
+
+// Accept returns the next connection whose TLS handshake is complete.
+func (l *handshakeListener) Accept() (net.Conn, error) {
+	l.start.Do(func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if !l.closed {
+			l.wg.Add(1)
+			go l.acceptLoop()
+		}
+	})
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.err != nil && !errors.Is(l.err, net.ErrClosed) {
+			return nil, l.err
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+// shut closes done once and aborts the handshakes in progress.
+func (l *handshakeListener) shut() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	for c := range l.pending {
+		c.Close()
+	}
+	l.mu.Unlock()
+	close(l.done)
+}
+
+// Close stops accepting, aborts the handshakes in progress and waits for
+// the listener's goroutines.
+func (l *handshakeListener) Close() error {
+	err := l.inner.Close()
+	l.shut()
+	l.wg.Wait()
+	return err
+}
+
+func (l *handshakeListener) Addr() net.Addr { return l.inner.Addr() }
