@@ -311,6 +311,24 @@ func (c *testClient) expect(t ccp.FrameType) ccp.Frame {
 	return f
 }
 
+// expectAfterPresence returns the next frame of type t, skipping PRESENCE
+// frames before it: a device's presence snapshot (§6.8) is queued after its
+// handshake ACK, so when a test JOINs the two devices right after they
+// connected, the snapshot may or may not already include the other one.
+func (c *testClient) expectAfterPresence(t ccp.FrameType) ccp.Frame {
+	c.t.Helper()
+	for {
+		f := c.next()
+		if f.Type == ccp.Presence && t != ccp.Presence {
+			continue
+		}
+		if f.Type != t {
+			c.t.Fatalf("%s: got %v %s, want %v", c.device, f, f.Payload, t)
+		}
+		return f
+	}
+}
+
 // none checks that no frame arrives within d.
 func (c *testClient) none(d time.Duration) {
 	c.t.Helper()

@@ -54,10 +54,10 @@ func TestIdleConnectionHasNoSender(t *testing.T) {
 		waitIdle("dev-a")
 		waitIdle("dev-b")
 		seq := a.send(ccp.Msg, 5, "hello")
-		if f := a.expect(ccp.Ack); f.Channel != 5 {
+		if f := a.expectAfterPresence(ccp.Ack); f.Channel != 5 {
 			t.Fatalf("round %d: ACK of MSG %d on channel %d", round, seq, f.Channel)
 		}
-		if f := b.expect(ccp.Msg); string(f.Payload) != "hello" {
+		if f := b.expectAfterPresence(ccp.Msg); string(f.Payload) != "hello" {
 			t.Fatalf("round %d: b got %q", round, f.Payload)
 		}
 	}

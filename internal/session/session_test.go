@@ -20,11 +20,11 @@ func TestHandshakeAndMessage(t *testing.T) {
 			}
 			a.mustOK(ccp.Join, 5, `{"members":["dev-b"]}`)
 			seq := a.send(ccp.Msg, 5, "hello")
-			f := a.expect(ccp.Ack)
+			f := a.expectAfterPresence(ccp.Ack)
 			if string(f.Payload) != fmt.Sprintf(`{"ack":%d}`, seq) || f.Channel != 5 {
 				t.Fatalf("MSG ack %s", f.Payload)
 			}
-			got := b.expect(ccp.Msg)
+			got := b.expectAfterPresence(ccp.Msg)
 			if string(got.Payload) != "hello" || got.Channel != 5 {
 				t.Fatalf("b got %v %q", got, got.Payload)
 			}

@@ -76,7 +76,7 @@ func (s *Store) Tx(ctx context.Context, fn func(q store.Queries) error) error {
 		g.mu.Unlock()
 	} else {
 		g.mu.Unlock()
-		<-r.wake
+		r.wait(g)
 	}
 	if r.lead {
 		s.lead(r)
@@ -85,6 +85,31 @@ func (s *Store) Tx(ctx context.Context, fn func(q store.Queries) error) error {
 		panic(r.pval)
 	}
 	return r.err
+}
+
+// wait waits for the signal (done, or lead). A caller whose context ends
+// while it is still queued leaves the queue and gets the context's error,
+// as it did when it waited for the writer connection itself; once its
+// function is in a running batch it waits for that batch.
+func (r *txReq) wait(g *groupCommit) {
+	select {
+	case <-r.wake:
+		return
+	case <-r.ctx.Done():
+	}
+	g.mu.Lock()
+	if !r.lead {
+		for i, x := range g.queue {
+			if x == r {
+				g.queue = append(g.queue[:i], g.queue[i+1:]...)
+				g.mu.Unlock()
+				r.err = fmt.Errorf("sqlite: begin: %w", r.ctx.Err())
+				return
+			}
+		}
+	}
+	g.mu.Unlock()
+	<-r.wake
 }
 
 // lead runs one batch (self is its first function), then hands the

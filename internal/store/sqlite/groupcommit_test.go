@@ -169,3 +169,41 @@ func TestGroupCommitConcurrentStress(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupCommitQueuedCallerTimesOut: a caller waiting behind a batch
+// that does not finish returns when its context ends, and its function
+// never runs.
+func TestGroupCommitQueuedCallerTimesOut(t *testing.T) {
+	s := openTemp(t)
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Tx(t.Context(), func(q store.Queries) error { <-release; return nil })
+	}()
+	for !s.busy() {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	ran := make(chan struct{}, 1)
+	err := s.Tx(ctx, func(q store.Queries) error { ran <- struct{}{}; return nil })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("queued Tx: %v, want the context's deadline", err)
+	}
+	if got := s.queued(); got != 0 {
+		t.Errorf("%d calls still queued after the timeout", got)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ran:
+		t.Fatal("the timed-out function ran")
+	default:
+	}
+	// The writer is idle again and works.
+	if err := s.Tx(t.Context(), func(q store.Queries) error { return q.CreateUser(t.Context(), mkUser(7)) }); err != nil {
+		t.Fatal(err)
+	}
+}
