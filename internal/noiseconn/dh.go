@@ -57,6 +57,13 @@ func (d *x25519DH) prepare(priv []byte) (*ecdh.PrivateKey, error) {
 	return k, nil
 }
 
+// remember adds an already parsed key (a prepared ServerKey).
+func (d *x25519DH) remember(priv [32]byte, k *ecdh.PrivateKey) {
+	if len(d.keys) < maxPreparedKeys-1 { // keep room for the ephemeral
+		d.keys = append(d.keys, preparedKey{priv: priv, key: k})
+	}
+}
+
 // privateKey returns the prepared key whose private bytes equal priv,
 // parsing priv if none does. The bytes are compared in constant time; which
 // entry matched (static or ephemeral) is public from the pattern anyway.

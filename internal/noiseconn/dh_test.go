@@ -266,3 +266,30 @@ func BenchmarkXKHandshake(b *testing.B) {
 	b.Run("DH25519", func(b *testing.B) { benchHandshake(b, PatternXK, noise.DH25519) })
 	b.Run("ecdh", func(b *testing.B) { benchHandshake(b, PatternXK, nil) })
 }
+
+// TestPreparedServerKey: a prepared server key (parsed once, ServerKey
+// Prepared) gives the same handshake, byte for byte, as an unprepared one.
+func TestPreparedServerKey(t *testing.T) {
+	for _, pattern := range []string{PatternXK, PatternIK} {
+		for _, pq := range []bool{false, true} {
+			fx := newFixture(t, pattern, []int{1, 2})
+			fx.client.PQ = pq
+			for i := range fx.keys {
+				fx.keys[i] = fx.keys[i].Prepared()
+				if fx.keys[i].parsed == nil {
+					t.Fatal("Prepared did not parse the key")
+				}
+			}
+			o := fx.run()
+			o.mustSucceed(t)
+			if !bytes.Equal(o.server.HandshakeHash, o.client.HandshakeHash) {
+				t.Fatal("handshake hashes differ")
+			}
+			name := pattern + "_v2"
+			if pq {
+				name += "-pq"
+			}
+			checkTranscript(t, name, o.tr)
+		}
+	}
+}

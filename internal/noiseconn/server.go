@@ -2,6 +2,7 @@ package noiseconn
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/mlkem"
 	"crypto/rand"
 	"encoding/hex"
@@ -49,6 +50,20 @@ type ServerKey struct {
 	ValidAfter time.Time
 	RotatesAt  time.Time
 	ExpiresAt  time.Time
+
+	parsed *ecdh.PrivateKey // set by Prepared; nil: parsed per handshake
+}
+
+// Prepared returns k with its X25519 private key parsed once: handshakes
+// with the result skip that parse, a full scalar multiplication (deriving
+// the public key) per handshake. An unprepared key works the same, only
+// slower. A Private that does not parse is left unprepared (and fails in
+// the handshake as before).
+func (k ServerKey) Prepared() ServerKey {
+	if pk, err := ecdh.X25519().NewPrivateKey(k.Private[:]); err == nil {
+		k.parsed = pk
+	}
+	return k
 }
 
 // Info returns the catalog entry of the key (§4.13).
@@ -156,7 +171,11 @@ func (c *ServerConfig) ReadHello(f ccp.Frame, keys []ServerKey) (*ServerHandshak
 		dh = c.testDH
 	}
 	suite := newCipherSuite(dh)
+	xdh, _ := dh.(*x25519DH)
 	for _, k := range keys {
+		if xdh != nil && k.parsed != nil {
+			xdh.remember(k.Private, k.parsed)
+		}
 		hs, err := noise.NewHandshakeState(noise.Config{
 			CipherSuite:   suite,
 			Random:        c.rand(),

@@ -131,7 +131,7 @@ func (k *noiseKeys) reload(ctx context.Context) error {
 			continue
 		}
 		kept = append(kept, r)
-		keys = append(keys, noiseconn.ServerKey{Version: r.Version, Private: r.Private, Public: r.Public, ValidAfter: r.ValidAfter, RotatesAt: r.RotatesAt, ExpiresAt: r.ExpiresAt})
+		keys = append(keys, noiseconn.ServerKey{Version: r.Version, Private: r.Private, Public: r.Public, ValidAfter: r.ValidAfter, RotatesAt: r.RotatesAt, ExpiresAt: r.ExpiresAt}.Prepared())
 	}
 	if len(keys) == 0 {
 		return errors.New("no non-expired Noise key")
