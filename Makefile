@@ -70,6 +70,7 @@ bench: build
 	$(BIN)/commucat-bench handshake --version 2 --duration $(BENCH_DURATION) --concurrency 16 --json $(BENCH_OUT)/handshake-v2.json
 	$(BIN)/commucat-bench handshake --version 2 --pq --duration $(BENCH_DURATION) --concurrency 16 --json $(BENCH_OUT)/handshake-v2-pq.json
 	$(BIN)/commucat-bench relay --senders 16 --channel-size 2 --size 100 --duration $(BENCH_DURATION) --json $(BENCH_OUT)/relay-1to1.json
+	$(BIN)/commucat-bench relay --senders 16 --channel-size 2 --size 100 --rate 20000 --duration $(BENCH_DURATION) --json $(BENCH_OUT)/relay-1to1-rate20k.json
 	$(BIN)/commucat-bench idle --connections 2000 --json $(BENCH_OUT)/idle.json
 	$(BIN)/commucat-bench inbox --messages 10000 --json $(BENCH_OUT)/inbox.json
 	@echo "results in $(BENCH_OUT)/"

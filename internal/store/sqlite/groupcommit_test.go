@@ -18,6 +18,20 @@ func (s *Store) queued() int {
 	return len(s.gc.queue)
 }
 
+// holdWriter starts a Tx that holds the writer until release is closed,
+// and returns once it runs; done gets its result.
+func holdWriter(t *testing.T, s *Store) (release chan struct{}, done chan error) {
+	t.Helper()
+	release, done = make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- s.Tx(t.Context(), func(q store.Queries) error { <-release; return nil })
+	}()
+	for !s.busy() {
+		time.Sleep(time.Millisecond)
+	}
+	return release, done
+}
+
 // busy reports whether a batch is running.
 func (s *Store) busy() bool {
 	s.gc.mu.Lock()
@@ -120,14 +134,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 // waits for the batch in progress is not run.
 func TestGroupCommitCancelledBeforeRun(t *testing.T) {
 	s := openTemp(t)
-	release := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- s.Tx(t.Context(), func(q store.Queries) error { <-release; return nil })
-	}()
-	for !s.busy() {
-		time.Sleep(time.Millisecond)
-	}
+	release, done := holdWriter(t, s)
 	ctx, cancel := context.WithCancel(t.Context())
 	ran := false
 	res := make(chan error, 1)
@@ -175,14 +182,7 @@ func TestGroupCommitConcurrentStress(t *testing.T) {
 // never runs.
 func TestGroupCommitQueuedCallerTimesOut(t *testing.T) {
 	s := openTemp(t)
-	release := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- s.Tx(t.Context(), func(q store.Queries) error { <-release; return nil })
-	}()
-	for !s.busy() {
-		time.Sleep(time.Millisecond)
-	}
+	release, done := holdWriter(t, s)
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	ran := make(chan struct{}, 1)
