@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -22,9 +23,12 @@ import (
 // done (HandshakeContext returns at once) and reads the negotiated ALPN
 // protocol as before.
 //
-// At most maxPending handshakes run at once; beyond that the accept loop
-// waits (the kernel's backlog queues new connections), so a flood of
-// half-open TLS connections costs bounded memory. A handshake gets the
+// At most maxPendingHandshakes handshakes run at once; beyond that the
+// accept loop waits (the kernel's backlog queues new connections), so a
+// flood of half-open TLS connections costs bounded memory. One client IP
+// may hold at most perIP of them (security.max_handshakes_per_ip): its
+// further connections are closed at once, so that a few hosts holding TCP
+// connections open without a TLS hello cannot fill the global bound. A handshake gets the
 // given timeout, as net/http gave it (ReadHeaderTimeout). The listener
 // owns its goroutines: Close stops the accept loop, aborts the handshakes
 // in progress and waits for all of them.
@@ -32,6 +36,7 @@ type handshakeListener struct {
 	inner   net.Listener
 	conf    *tls.Config
 	timeout time.Duration
+	perIP   int
 
 	start sync.Once // the accept loop starts at the first Accept
 	ready chan net.Conn
@@ -41,18 +46,23 @@ type handshakeListener struct {
 
 	mu      sync.Mutex
 	pending map[net.Conn]struct{}
+	byIP    map[netip.Addr]int
 	err     error // why the accept loop stopped
 	closed  bool
 }
 
-const maxPendingHandshakes = 1024
+const maxPendingHandshakes = 4096
 
-func newHandshakeListener(inner net.Listener, conf *tls.Config, timeout time.Duration) *handshakeListener {
+func newHandshakeListener(inner net.Listener, conf *tls.Config, timeout time.Duration, perIP int) *handshakeListener {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	if perIP <= 0 {
+		perIP = maxPendingHandshakes
+	}
 	l := &handshakeListener{
-		inner: inner, conf: conf, timeout: timeout,
+		inner: inner, conf: conf, timeout: timeout, perIP: perIP,
+		byIP:    make(map[netip.Addr]int),
 		ready:   make(chan net.Conn),
 		sem:     make(chan struct{}, maxPendingHandshakes),
 		done:    make(chan struct{}),
@@ -93,30 +103,53 @@ func (l *handshakeListener) acceptLoop() {
 			return
 		}
 		delay = 0
-		if !l.track(c) {
+		ok, closed := l.track(c)
+		if !ok {
 			<-l.sem
 			c.Close()
-			return
+			if closed {
+				return
+			}
+			continue
 		}
 		l.wg.Add(1)
 		go l.handshake(c)
 	}
 }
 
-func (l *handshakeListener) track(c net.Conn) bool {
+// track registers a connection whose handshake starts; false when the
+// listener is closed (closed true) or its IP is at its bound.
+func (l *handshakeListener) track(c net.Conn) (ok, closed bool) {
+	ip := remoteIP(c)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return false
+		return false, true
 	}
+	if l.byIP[ip] >= l.perIP {
+		return false, false
+	}
+	l.byIP[ip]++
 	l.pending[c] = struct{}{}
-	return true
+	return true, false
 }
 
 func (l *handshakeListener) untrack(c net.Conn) {
+	ip := remoteIP(c)
 	l.mu.Lock()
 	delete(l.pending, c)
+	if l.byIP[ip]--; l.byIP[ip] <= 0 {
+		delete(l.byIP, ip)
+	}
 	l.mu.Unlock()
+}
+
+// remoteIP is the connection's peer address (the zero Addr if unknown).
+func remoteIP(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 func (l *handshakeListener) handshake(raw net.Conn) {

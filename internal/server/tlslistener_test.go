@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"testing"
@@ -23,7 +24,7 @@ func TestHandshakeListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newHandshakeListener(inner, conf, 2*time.Second)
+	l := newHandshakeListener(inner, conf, 2*time.Second, 0)
 	// A silent peer: TCP only.
 	silent, err := net.Dial("tcp", inner.Addr().String())
 	if err != nil {
@@ -81,4 +82,80 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestHandshakeListenerPerIP: one IP holds at most perIP pending TLS
+// handshakes; a further connection is closed at once, and a slot frees
+// when a pending handshake ends.
+func TestHandshakeListenerPerIP(t *testing.T) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{selfSigned(t)}}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newHandshakeListener(inner, conf, 10*time.Second, 2)
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	addr := inner.Addr().String()
+	pendingCount := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.pending)
+	}
+	var silent []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pendingCount() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := pendingCount(); n != 2 {
+		t.Fatalf("%d pending handshakes, want 2", n)
+	}
+	third, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	_ = third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := third.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("third connection from the same IP: read %v, want EOF (closed by the server)", err)
+	}
+	// A silent peer gives up: its slot frees and a real client gets in.
+	silent[0].Close()
+	for pendingCount() > 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			defer c.Close()
+			_, err = c.Read(make([]byte, 1)) // until the server closes
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+		}
+		errc <- err
+	}()
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted after a slot freed")
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("client: %v", err)
+	}
 }
