@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -54,6 +55,9 @@ type groupCommit struct {
 	mu      sync.Mutex
 	queue   []*txReq
 	running bool
+	// afterCall, when set (tests only), runs after the i-th function of
+	// a batch, on the batch's transaction.
+	afterCall func(tx *sql.Tx, i int)
 }
 
 // Tx runs fn in a BEGIN IMMEDIATE transaction on the writer connection,
@@ -199,6 +203,9 @@ func (s *Store) runBatch(batch []*txReq) (retry []*txReq) {
 			}
 		}
 		ferr := r.call(&queries{w: ex, r: ex, sh: s.sh, tc: &r.changes})
+		if s.gc.afterCall != nil {
+			s.gc.afterCall(tx, i)
+		}
 		if ferr != nil {
 			r.err = ferr
 			if single {

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -205,5 +206,62 @@ func TestGroupCommitQueuedCallerTimesOut(t *testing.T) {
 	// The writer is idle again and works.
 	if err := s.Tx(t.Context(), func(q store.Queries) error { return q.CreateUser(t.Context(), mkUser(7)) }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGroupCommitDatabaseAbort: when SQLite ends the shared transaction by
+// itself in the middle of a batch (simulated by a ROLLBACK after the
+// second function), the functions run before lose their writes and get an
+// error, and the ones not run yet are retried in a new transaction and
+// succeed: no caller is told "committed" for writes that are gone.
+func TestGroupCommitDatabaseAbort(t *testing.T) {
+	s := openTemp(t)
+	ctx := t.Context()
+	release, first := holdWriter(t, s)
+	var once sync.Once
+	s.gc.afterCall = func(tx *sql.Tx, i int) {
+		if i == 1 {
+			once.Do(func() {
+				if _, err := tx.ExecContext(ctx, "ROLLBACK"); err != nil {
+					t.Errorf("simulated abort: %v", err)
+				}
+			})
+		}
+	}
+	const n = 5
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = s.Tx(ctx, func(q store.Queries) error { return q.CreateUser(ctx, mkUser(i)) })
+		})
+		// Queue them in order: the batch runs them in queue order.
+		for s.queued() < i+1 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i := range n {
+		_, gerr := s.GetUser(ctx, mkUser(i).ID)
+		switch i {
+		case 0, 1:
+			if errs[i] == nil {
+				t.Errorf("call %d: nil error although its writes were rolled back", i)
+			}
+			if !errors.Is(gerr, store.ErrNotFound) {
+				t.Errorf("call %d: user present (%v) after the abort", i, gerr)
+			}
+		default:
+			if errs[i] != nil || gerr != nil {
+				t.Errorf("call %d: %v, user: %v; want retried and committed", i, errs[i], gerr)
+			}
+		}
+	}
+	if !errors.Is(errs[0], errBatchAborted) {
+		t.Errorf("call 0: %v, want errBatchAborted", errs[0])
 	}
 }
