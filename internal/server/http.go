@@ -259,8 +259,9 @@ func (h *handler) connectWebSocket(w http.ResponseWriter, r *http.Request, ip ne
 		return
 	}
 	t := newWSTransport(c)
-	liveness := make(chan struct{})
-	go t.pingLoop(s.cfg.Keepalive, liveness)
+	liveness := new(session.Liveness)
+	stopPings := t.startPings(s.cfg.Keepalive, liveness)
+	defer stopPings()
 	reason := s.serveStream(r.Context(), t, ip, "websocket", liveness)
 	code := closeCode(reason)
 	if t.textClose {
@@ -271,7 +272,7 @@ func (h *handler) connectWebSocket(w http.ResponseWriter, r *http.Request, ip ne
 }
 
 // serveStream runs one /connect stream through the session manager.
-func (s *Server) serveStream(ctx context.Context, t session.Transport, ip netip.Addr, kind string, liveness <-chan struct{}) session.EndReason {
+func (s *Server) serveStream(ctx context.Context, t session.Transport, ip netip.Addr, kind string, liveness *session.Liveness) session.EndReason {
 	key := ratelimit.ClientKey(ip)
 	var once sync.Once
 	done := func() { once.Do(func() { s.streams.handshakeDone(key) }) }

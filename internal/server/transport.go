@@ -200,16 +200,21 @@ func (t *wsTransport) closeWith(code websocket.StatusCode, reason string) {
 	}()
 }
 
-// pingLoop sends a Ping every k and closes liveness when neither a Pong nor
-// a message arrived for 3k (§3.6).
-func (t *wsTransport) pingLoop(k time.Duration, liveness chan<- struct{}) {
-	tick := time.NewTicker(k)
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.ctx.Done():
+// startPings sends a Ping every k and reports liveness lost when neither a
+// Pong nor any message arrived for 3k (§3.6). It runs on a timer, with a
+// goroutine only while a Ping is outstanding, so an idle WebSocket has no
+// goroutine of its own for it; stop ends it (idempotent).
+func (t *wsTransport) startPings(k time.Duration, liveness *session.Liveness) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var timer *time.Timer
+	mu.Lock() // the callback reads timer
+	defer mu.Unlock()
+	timer = time.AfterFunc(k, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || t.ctx.Err() != nil {
 			return
-		case <-tick.C:
 		}
 		go func() {
 			ctx, cancel := context.WithTimeout(t.ctx, 3*k)
@@ -219,8 +224,15 @@ func (t *wsTransport) pingLoop(k time.Duration, liveness chan<- struct{}) {
 			}
 		}()
 		if t.idleFor() > 3*k {
-			close(liveness)
+			liveness.Lost()
 			return
 		}
+		timer.Reset(k)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		timer.Stop()
+		mu.Unlock()
 	}
 }

@@ -184,10 +184,46 @@ type Meta struct {
 	// HandshakeRTT, if set, receives the time from flushing the server
 	// AUTH to receiving the client's AUTH (§8.4.8 transport health).
 	HandshakeRTT func(time.Duration)
-	// Liveness, if set, is closed by the transport when the peer failed
+	// Liveness, if set, is fired by the transport when the peer failed
 	// its liveness check (WebSocket, §3.6); the session then sends ERROR
 	// Keepalive Timeout and ends.
-	Liveness <-chan struct{}
+	Liveness *Liveness
+}
+
+// Liveness carries a transport's "the peer stopped answering" to the
+// session without a goroutine waiting for it: the session registers a
+// callback (OnLost), the transport calls Lost. Either may come first; the
+// callback runs once, at the later of the two.
+type Liveness struct {
+	mu   sync.Mutex
+	lost bool
+	fn   func()
+}
+
+// Lost reports that the peer failed its liveness check.
+func (l *Liveness) Lost() {
+	l.mu.Lock()
+	if l.lost {
+		l.mu.Unlock()
+		return
+	}
+	l.lost = true
+	fn := l.fn
+	l.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+// OnLost registers fn (once); it runs at once if Lost was already called.
+func (l *Liveness) OnLost(fn func()) {
+	l.mu.Lock()
+	l.fn = fn
+	lost := l.lost
+	l.mu.Unlock()
+	if lost {
+		fn()
+	}
 }
 
 // Active returns the number of established connections.

@@ -140,15 +140,16 @@ func (c *conn) startTimers() {
 		c.refreshTimer.Reset(refreshEvery)
 	})
 	if live := c.meta.Liveness; live != nil {
-		// WebSocket only: its ping loop closes Liveness when the peer
-		// stops answering.
-		go func() {
-			select {
-			case <-live:
+		// WebSocket only: its ping loop reports a peer that stopped
+		// answering.
+		live.OnLost(func() {
+			c.timerMu.Lock()
+			ended := c.timersStopped
+			c.timerMu.Unlock()
+			if !ended {
 				c.kickWith(ccp.TitleKeepaliveTimeout, "no pong or message within 3x the keepalive interval", EndKeepalive)
-			case <-c.senderDone:
 			}
-		}()
+		})
 	}
 }
 
