@@ -374,7 +374,7 @@ func (s *Server) Listen(addr string) error {
 	if err != nil {
 		return err
 	}
-	s.ln = newHandshakeListener(ln, tlsConf, s.conf.Server.ReadHeaderTimeout, s.conf.Security.MaxHandshakesPerIP)
+	s.ln = newHandshakeListener(ln, tlsConf, s.conf.Server.ReadHeaderTimeout, s.conf.Security.MaxHandshakesPerIP, s.conf.Server.TrustedProxies)
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetHTTP2(true)

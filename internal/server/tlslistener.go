@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/commucat/commucat/internal/ratelimit"
 )
 
 // handshakeListener is a TLS listener that completes each handshake on a
@@ -25,10 +27,13 @@ import (
 //
 // At most maxPendingHandshakes handshakes run at once; beyond that the
 // accept loop waits (the kernel's backlog queues new connections), so a
-// flood of half-open TLS connections costs bounded memory. One client IP
-// may hold at most perIP of them (security.max_handshakes_per_ip): its
-// further connections are closed at once, so that a few hosts holding TCP
-// connections open without a TLS hello cannot fill the global bound. A handshake gets the
+// flood of half-open TLS connections costs bounded memory. One client (an
+// IPv4 address or an IPv6 /64, as for the rate limits) may hold at most
+// perIP of them (security.max_handshakes_per_ip): its further connections
+// are closed at once, so that a few hosts holding TCP connections open
+// without a TLS hello cannot fill the global bound. Peers inside
+// server.trusted_proxies are exempt: behind a TCP proxy every client has
+// the proxy's address. A handshake gets the
 // given timeout, as net/http gave it (ReadHeaderTimeout). The listener
 // owns its goroutines: Close stops the accept loop, aborts the handshakes
 // in progress and waits for all of them.
@@ -37,6 +42,7 @@ type handshakeListener struct {
 	conf    *tls.Config
 	timeout time.Duration
 	perIP   int
+	trusted []netip.Prefix
 
 	start sync.Once // the accept loop starts at the first Accept
 	ready chan net.Conn
@@ -46,14 +52,14 @@ type handshakeListener struct {
 
 	mu      sync.Mutex
 	pending map[net.Conn]struct{}
-	byIP    map[netip.Addr]int
-	err     error // why the accept loop stopped
+	byIP    map[string]int // pending handshakes per ratelimit.ClientKey
+	err     error          // why the accept loop stopped
 	closed  bool
 }
 
 const maxPendingHandshakes = 4096
 
-func newHandshakeListener(inner net.Listener, conf *tls.Config, timeout time.Duration, perIP int) *handshakeListener {
+func newHandshakeListener(inner net.Listener, conf *tls.Config, timeout time.Duration, perIP int, trusted []netip.Prefix) *handshakeListener {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
@@ -61,8 +67,8 @@ func newHandshakeListener(inner net.Listener, conf *tls.Config, timeout time.Dur
 		perIP = maxPendingHandshakes
 	}
 	l := &handshakeListener{
-		inner: inner, conf: conf, timeout: timeout, perIP: perIP,
-		byIP:    make(map[netip.Addr]int),
+		inner: inner, conf: conf, timeout: timeout, perIP: perIP, trusted: trusted,
+		byIP:    make(map[string]int),
 		ready:   make(chan net.Conn),
 		sem:     make(chan struct{}, maxPendingHandshakes),
 		done:    make(chan struct{}),
@@ -120,28 +126,44 @@ func (l *handshakeListener) acceptLoop() {
 // track registers a connection whose handshake starts; false when the
 // listener is closed (closed true) or its IP is at its bound.
 func (l *handshakeListener) track(c net.Conn) (ok, closed bool) {
-	ip := remoteIP(c)
+	key := l.clientKey(c)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return false, true
 	}
-	if l.byIP[ip] >= l.perIP {
-		return false, false
+	if key != "" {
+		if l.byIP[key] >= l.perIP {
+			return false, false
+		}
+		l.byIP[key]++
 	}
-	l.byIP[ip]++
 	l.pending[c] = struct{}{}
 	return true, false
 }
 
 func (l *handshakeListener) untrack(c net.Conn) {
-	ip := remoteIP(c)
+	key := l.clientKey(c)
 	l.mu.Lock()
 	delete(l.pending, c)
-	if l.byIP[ip]--; l.byIP[ip] <= 0 {
-		delete(l.byIP, ip)
+	if key != "" {
+		if l.byIP[key]--; l.byIP[key] <= 0 {
+			delete(l.byIP, key)
+		}
 	}
 	l.mu.Unlock()
+}
+
+// clientKey is the per-client bound's key of c, "" when exempt (a trusted
+// proxy) or unknown.
+func (l *handshakeListener) clientKey(c net.Conn) string {
+	ip := remoteIP(c)
+	for _, p := range l.trusted {
+		if p.Contains(ip) {
+			return ""
+		}
+	}
+	return ratelimit.ClientKey(ip)
 }
 
 // remoteIP is the connection's peer address (the zero Addr if unknown).

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -24,7 +25,7 @@ func TestHandshakeListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newHandshakeListener(inner, conf, 2*time.Second, 0)
+	l := newHandshakeListener(inner, conf, 2*time.Second, 0, nil)
 	// A silent peer: TCP only.
 	silent, err := net.Dial("tcp", inner.Addr().String())
 	if err != nil {
@@ -93,7 +94,7 @@ func TestHandshakeListenerPerIP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newHandshakeListener(inner, conf, 10*time.Second, 2)
+	l := newHandshakeListener(inner, conf, 10*time.Second, 2, nil)
 	defer l.Close()
 	accepted := make(chan net.Conn, 1)
 	go func() {
@@ -157,5 +158,38 @@ func TestHandshakeListenerPerIP(t *testing.T) {
 	}
 	if err := <-errc; err != nil {
 		t.Fatalf("client: %v", err)
+	}
+}
+
+// TestHandshakeListenerTrustedProxyExempt: connections from a trusted
+// proxy (every client behind it shares its address) are not bounded per IP.
+func TestHandshakeListenerTrustedProxyExempt(t *testing.T) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{selfSigned(t)}}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newHandshakeListener(inner, conf, 10*time.Second, 1, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	defer l.Close()
+	go func() { _, _ = l.Accept() }()
+	for range 3 {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l.mu.Lock()
+		n := len(l.pending)
+		l.mu.Unlock()
+		if n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pending handshakes from the trusted proxy, want 3 (bound 1 must not apply)", n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
