@@ -5,12 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"time"
 
+	"github.com/commucat/commucat/client"
 	"github.com/commucat/commucat/internal/config"
 	"github.com/commucat/commucat/internal/identity"
 	"github.com/commucat/commucat/internal/ledger"
@@ -18,7 +21,7 @@ import (
 	"github.com/commucat/commucat/internal/store"
 )
 
-const rotateKeysUsage = "usage: commucat-cli rotate-keys (--user ID | --handle H) [--device ID | ID]"
+const rotateKeysUsage = "usage: commucat-cli rotate-keys (--user ID | --handle H) [--device ID | ID] [--identity-out FILE]"
 
 // micro truncates t to the storage precision (§9.1), as the server does.
 func micro(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
@@ -40,8 +43,8 @@ var errForeignDevice = errors.New("device belongs to another user")
 // active when it does not exist), a 30-day certificate, a device_key_events
 // row and a ledger record with source "cli".
 func runRotateKeys(env *Env, args []string) int {
-	var userID, handle, deviceID string
-	pos, msg := parseArgs(args, map[string]*string{"--user": &userID, "--handle": &handle, "--device": &deviceID}, nil)
+	var userID, handle, deviceID, identityOut string
+	pos, msg := parseArgs(args, map[string]*string{"--user": &userID, "--handle": &handle, "--device": &deviceID, "--identity-out": &identityOut}, nil)
 	switch {
 	case msg != "":
 	case userID == "" && handle == "":
@@ -71,6 +74,29 @@ func runRotateKeys(env *Env, args []string) int {
 	if handle != "" && !noiseconn.ValidHandle(handle) {
 		env.errorf("invalid handle %s: 1-64 characters without control characters", strconv.Quote(handle))
 		return ExitUsage
+	}
+
+	// --identity-out (an extension of §12.2): a Go SDK identity file
+	// (client.Identity JSON, mode 0600) for the new key, so that the
+	// device can connect with it (commucat-client --identity, or
+	// json.Unmarshal into client.Identity). It is created before anything
+	// is written and never overwritten: a rotated key that cannot be saved
+	// would lock the device out.
+	var idFile *os.File
+	idWritten := false
+	if identityOut != "" {
+		f, err := os.OpenFile(identityOut, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			env.errorf("--identity-out: %v", err)
+			return ExitFail
+		}
+		idFile = f
+		defer func() {
+			f.Close()
+			if !idWritten {
+				os.Remove(identityOut)
+			}
+		}()
 	}
 
 	ctx := context.Background()
@@ -112,6 +138,8 @@ func runRotateKeys(env *Env, args []string) int {
 		return ExitFail
 	}
 	priv, err := identity.FromSeed(seed[:])
+	devSeed := seed // for --identity-out: the SDK keeps the seed itself
+	defer clear(devSeed[:])
 	clear(seed[:])
 	if err != nil {
 		env.errorf("%v", err)
@@ -196,10 +224,43 @@ func runRotateKeys(env *Env, args []string) int {
 		{"certificate", string(cert.AppendCanonical(nil))},
 	}
 	clear(priv)
+	var idErr error
+	if idFile != nil {
+		if idErr = writeIdentity(idFile, deviceID, devSeed, cert); idErr == nil {
+			idWritten = true
+			out = append(out, [2]string{"identity_file", identityOut})
+		}
+	}
+	// The keys are printed even if the identity file failed: the device
+	// key is already rotated.
 	for _, kv := range out {
 		fmt.Fprintf(env.Stdout, "%s=%s\n", kv[0], kv[1])
 	}
+	if idErr != nil {
+		env.errorf("--identity-out: %v (the key is rotated; its private_key is printed above)", idErr)
+		return ExitFail
+	}
 	return ExitOK
+}
+
+// writeIdentity writes a client.Identity (JSON) for the device key
+// from_seed(seed), with a fresh X25519 static key and the certificate.
+func writeIdentity(f *os.File, deviceID string, seed [32]byte, cert identity.Certificate) error {
+	id := &client.Identity{DeviceID: deviceID, DeviceSeed: seed, Certificate: &cert}
+	defer clear(id.DeviceSeed[:])
+	if _, err := rand.Read(id.StaticKey[:]); err != nil {
+		return err
+	}
+	defer clear(id.StaticKey[:])
+	b, err := json.Marshal(id)
+	if err != nil {
+		return err
+	}
+	defer clear(b)
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 // recordLedger writes one ledger record in the configured mode (§11.1): in

@@ -48,6 +48,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	fs.StringVar(&o.Server, "server", "", "server URL https://host:port (saved in the state file)")
 	fs.StringVar(&o.Handle, "handle", "", "user handle the new device belongs to (needed on the first run)")
 	fs.StringVar(&o.Device, "device", "", "device id of a new device (default term-<8 hex digits>)")
+	fs.StringVar(&o.IdentityPath, "identity", "", "import a device identity file (commucat-cli rotate-keys --identity-out) into a new state file")
 	fs.BoolVar(&o.PQ, "pq", false, "use the post-quantum hybrid keys (ML-KEM-768, version 2)")
 	fs.StringVar(&o.CAFile, "ca", "", "PEM certificate to trust for the server, e.g. dev/certs/server.crt (saved)")
 	fs.BoolVar(&o.Insecure, "insecure", false, "do NOT verify the server's TLS certificate (dangerous; not saved)")

@@ -36,6 +36,10 @@ type Options struct {
 	Server string // https://host:port; saved in the state file
 	Handle string // user handle hint for the first connection (admission, §4.9)
 	Device string // device id of a new identity (default term-<8 hex>)
+	// IdentityPath, when set, is a client.Identity JSON file (commucat-cli
+	// rotate-keys --identity-out) imported as the state's identity; a
+	// state that already holds another admitted device refuses it.
+	IdentityPath string
 
 	Transport client.Transport
 	Versions  []int  // nil: [1, 2] (the server picks 2 when it can)
@@ -233,9 +237,24 @@ func openState(o Options, out *printer) (*stateFile, error) {
 	if fixed {
 		out.line("! state file %s was readable by other users; its mode is now 0600", short(o.StatePath))
 	}
+	var imported *client.Identity
+	if o.IdentityPath != "" {
+		if imported, err = readIdentity(o.IdentityPath); err != nil {
+			return nil, err
+		}
+	}
 	var setupErr error
 	sf.update(func(st *State) {
 		admitted := st.Identity != nil && st.Identity.CurrentCertificate() != nil
+		if imported != nil && (st.Identity == nil || st.Identity.DeviceID != imported.DeviceID) {
+			if admitted {
+				setupErr = fmt.Errorf("state file %s holds device %q; use another --profile or --state to import device %q", sf.path, st.Identity.DeviceID, imported.DeviceID)
+				return
+			}
+			st.Identity = imported
+			st.Channels, st.Current, st.Seen, st.UserID = nil, 0, nil, ""
+			out.line("* imported device %s from %s (keys saved in %s)", short(imported.DeviceID), short(o.IdentityPath), short(sf.path))
+		}
 		if o.Server != "" {
 			if err := checkServerURL(o.Server); err != nil {
 				setupErr = err
@@ -301,6 +320,30 @@ func openState(o Options, out *printer) (*stateFile, error) {
 		return nil, err
 	}
 	return sf, nil
+}
+
+// maxIdentityFile bounds an imported identity file.
+const maxIdentityFile = 64 << 10
+
+// readIdentity reads a client.Identity JSON file.
+func readIdentity(path string) (*client.Identity, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--identity: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxIdentityFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("--identity: %w", err)
+	}
+	if len(b) > maxIdentityFile {
+		return nil, fmt.Errorf("--identity: %s is larger than %d bytes", path, maxIdentityFile)
+	}
+	id := new(client.Identity)
+	if err := json.Unmarshal(b, id); err != nil {
+		return nil, fmt.Errorf("--identity: %s: %w", path, err)
+	}
+	return id, nil
 }
 
 // checkServerURL accepts https://host[:port] URLs (wss:// too, as the SDK

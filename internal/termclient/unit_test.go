@@ -213,3 +213,53 @@ func TestOpenStateRules(t *testing.T) {
 		t.Errorf("same device and handle: %v", err)
 	}
 }
+
+// TestOpenStateImportsIdentity: --identity puts the file's device into a
+// new state (no handle needed: the device is known to the server), is a
+// no-op for the same device, and refuses a state holding another admitted
+// device; a malformed file is an error.
+func TestOpenStateImportsIdentity(t *testing.T) {
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	out := &printer{w: &buf}
+	id, err := client.NewIdentity("phone", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id.Certificate = &client.Certificate{DeviceID: "phone"}
+	b, err := json.Marshal(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idPath := filepath.Join(dir, "phone.json")
+	if err := os.WriteFile(idPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "s.json")
+	sf, err := openState(Options{StatePath: path, Server: "https://h:1", IdentityPath: idPath}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := sf.snapshot(); st.Identity.DeviceID != "phone" || st.Identity.DeviceSeed != id.DeviceSeed || st.Identity.StaticKey != id.StaticKey {
+		t.Fatalf("imported identity %+v", st.Identity)
+	}
+	if _, err := openState(Options{StatePath: path, IdentityPath: idPath}, out); err != nil {
+		t.Errorf("importing the same device again: %v", err)
+	}
+	other, _ := client.NewIdentity("tablet", nil)
+	ob, _ := json.Marshal(other)
+	otherPath := filepath.Join(dir, "tablet.json")
+	if err := os.WriteFile(otherPath, ob, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openState(Options{StatePath: path, IdentityPath: otherPath}, out); err == nil || !strings.Contains(err.Error(), "holds device") {
+		t.Errorf("another device imported over an admitted one: %v", err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"device_id":"x","device_seed":"zz"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openState(Options{StatePath: filepath.Join(dir, "s2.json"), Server: "https://h:1", IdentityPath: bad}, out); err == nil {
+		t.Error("a malformed identity file was accepted")
+	}
+}
