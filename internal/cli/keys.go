@@ -341,7 +341,7 @@ func runRotateNoise(env *Env, args []string) int {
 				return err
 			}
 			for i, r := range rows {
-				if !now.Before(r.ExpiresAt) || i+1 >= policy.MaxVersions {
+				if !policy.Keeps(i+1, r.ExpiresAt, now) { // rows: older than the new version
 					if err := q.DeleteNoiseKey(ctx, r.Version); err != nil {
 						return err
 					}

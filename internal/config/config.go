@@ -136,6 +136,14 @@ func (p RotationPolicy) Validity(now time.Time) (validAfter, rotatesAt, expiresA
 	return now, rot, rot.Add(p.Grace)
 }
 
+// Keeps reports whether a stored secret version survives pruning (§10.4):
+// it is not expired at now and fewer than max_versions versions are newer
+// than it. rank is its position among all versions, newest first, counting
+// one just added (0: the newest).
+func (p RotationPolicy) Keeps(rank int, expiresAt, now time.Time) bool {
+	return now.Before(expiresAt) && rank < p.MaxVersions
+}
+
 // Padding is the value of security.padding.
 type Padding string
 

@@ -201,7 +201,7 @@ func (t *AdminTokens) Init(ctx context.Context) error {
 			}
 			generated = true
 		}
-		return prune(ctx, q, rows, now, t.policy.MaxVersions)
+		return prune(ctx, q, rows, now, t.policy)
 	})
 	if err != nil {
 		return err
@@ -262,7 +262,7 @@ func (t *AdminTokens) Tick(ctx context.Context) error {
 			}
 			rotated = true
 		}
-		return prune(ctx, q, rows, now, t.policy.MaxVersions)
+		return prune(ctx, q, rows, now, t.policy)
 	})
 	if errors.Is(err, store.ErrConflict) {
 		// Another node inserted that version first.
@@ -312,9 +312,9 @@ func (t *AdminTokens) load(ctx context.Context) error {
 
 // prune deletes expired versions and every version beyond the newest max
 // (rows newest first).
-func prune(ctx context.Context, q store.Queries, rows []store.AdminToken, now time.Time, max int) error {
+func prune(ctx context.Context, q store.Queries, rows []store.AdminToken, now time.Time, policy config.RotationPolicy) error {
 	for i, r := range rows {
-		if !now.Before(r.ExpiresAt) || i >= max {
+		if !policy.Keeps(i, r.ExpiresAt, now) {
 			if err := q.DeleteAdminToken(ctx, r.Version); err != nil {
 				return err
 			}

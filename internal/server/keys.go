@@ -180,9 +180,10 @@ func (k *noiseKeys) tick(ctx context.Context) error {
 		if err := q.InsertNoiseKey(ctx, nk); err != nil {
 			return err
 		}
-		// Delete expired rows, keep the newest max_versions.
+		// Delete expired rows, keep the newest max_versions (rows are
+		// the versions older than the new one).
 		for i, r := range rows {
-			if !now.Before(r.ExpiresAt) || i+1 >= k.policy.MaxVersions {
+			if !k.policy.Keeps(i+1, r.ExpiresAt, now) {
 				if err := q.DeleteNoiseKey(ctx, r.Version); err != nil {
 					return err
 				}
