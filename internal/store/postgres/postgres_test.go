@@ -468,27 +468,6 @@ func TestEnqueueCommitOrder(t *testing.T) {
 }
 
 // TestTxRollsBackOnPanic: a panic in fn rolls back and the pool is usable.
-func TestTxRollsBackOnPanic(t *testing.T) {
-	ctx := t.Context()
-	s := openFresh(t)
-	func() {
-		defer func() { _ = recover() }()
-		_ = s.Tx(ctx, func(q store.Queries) error {
-			now := time.Now()
-			if err := q.CreateUser(ctx, store.User{ID: "u1", Handle: "a", CreatedAt: now, UpdatedAt: now}); err != nil {
-				return err
-			}
-			panic("boom")
-		})
-	}()
-	if _, err := s.GetUser(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("user of a panicked Tx: %v", err)
-	}
-	now := time.Now()
-	if err := s.CreateUser(ctx, store.User{ID: "u2", Handle: "b", CreatedAt: now, UpdatedAt: now}); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestTxAbortedByOtherErrors documents the PostgreSQL rule: an error other
 // than ErrConflict/ErrNotFound (here a foreign key violation) aborts the

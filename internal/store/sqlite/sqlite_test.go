@@ -323,26 +323,3 @@ func TestForeignKeyCascade(t *testing.T) {
 		t.Errorf("pairing codes after user deletion: %d", n)
 	}
 }
-
-func TestTxRollsBackOnPanic(t *testing.T) {
-	ctx := t.Context()
-	s := openTemp(t)
-	func() {
-		defer func() { _ = recover() }()
-		_ = s.Tx(ctx, func(q store.Queries) error {
-			now := time.Now()
-			if err := q.CreateUser(ctx, store.User{ID: "u1", Handle: "a", CreatedAt: now, UpdatedAt: now}); err != nil {
-				return err
-			}
-			panic("boom")
-		})
-	}()
-	if _, err := s.GetUser(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("user of a panicked Tx: %v", err)
-	}
-	// The writer connection is usable again.
-	now := time.Now()
-	if err := s.CreateUser(ctx, store.User{ID: "u2", Handle: "b", CreatedAt: now, UpdatedAt: now}); err != nil {
-		t.Fatal(err)
-	}
-}

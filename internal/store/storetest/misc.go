@@ -335,3 +335,28 @@ func testTimes(t *testing.T, s store.Store) {
 	e.QueueID = l[0].QueueID
 	same(t, l[0], e, "inbox entry times")
 }
+
+// testTxPanic: a panic in fn reaches the caller of Tx, the transaction's
+// writes are rolled back, and the store works afterwards.
+func testTxPanic(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var got any
+	func() {
+		defer func() { got = recover() }()
+		_ = s.Tx(ctx, func(q store.Queries) error {
+			if err := q.CreateUser(ctx, store.User{ID: "u1", Handle: "a", CreatedAt: t0, UpdatedAt: t0}); err != nil {
+				return err
+			}
+			panic("boom")
+		})
+	}()
+	if got != "boom" {
+		t.Fatalf("Tx: panic %v reached the caller, want \"boom\"", got)
+	}
+	if _, err := s.GetUser(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("user of a panicked Tx: %v", err)
+	}
+	if err := s.CreateUser(ctx, store.User{ID: "u2", Handle: "b", CreatedAt: t0, UpdatedAt: t0}); err != nil {
+		t.Fatalf("after the panic: %v", err)
+	}
+}

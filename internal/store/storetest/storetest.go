@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("UserBlobs", func(t *testing.T) { testUserBlobs(t, open(t)) })
 	t.Run("RemoveDeviceMemberships", func(t *testing.T) { testRemoveDeviceMemberships(t, open(t)) })
 	t.Run("TxAfterConflict", func(t *testing.T) { testTxAfterConflict(t, open(t)) })
+	t.Run("TxPanic", func(t *testing.T) { testTxPanic(t, open(t)) })
 }
 
 // t0 is the base time of the fixtures (microsecond precision, UTC).
