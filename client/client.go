@@ -111,6 +111,7 @@ type Client struct {
 	conn      *Conn
 	connCh    chan struct{} // closed when conn changes
 	info      *ServerInfo
+	urlIdx    int // index into URL + FallbackURLs of the next attempt
 	presence  string
 	stopped   chan struct{}
 	runCalled sync.Once
@@ -260,15 +261,45 @@ func (c *Client) emit(ctx context.Context, ev Event) bool {
 	}
 }
 
-// connect dials once, with the cached server info.
+// connect dials once, with the cached server info, at the current URL;
+// after a failure the next attempt goes to the next of URL and
+// FallbackURLs (with its own server info).
 func (c *Client) connect(ctx context.Context) (*Conn, error) {
 	c.mu.Lock()
 	info := c.info
+	opts := c.opts
+	if c.urlIdx > 0 {
+		opts.URL = c.opts.FallbackURLs[c.urlIdx-1]
+	}
 	c.mu.Unlock()
+	conn, err := c.connectTo(ctx, opts, info)
+	if err != nil && len(c.opts.FallbackURLs) > 0 {
+		c.mu.Lock()
+		c.urlIdx = (c.urlIdx + 1) % (1 + len(c.opts.FallbackURLs))
+		if c.opts.Server == nil {
+			c.info = nil // fetched from the next node
+		}
+		c.mu.Unlock()
+		c.log.Info("trying another node next", "url", c.currentURL())
+	}
+	return conn, err
+}
+
+// currentURL is the URL of the next attempt.
+func (c *Client) currentURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.urlIdx == 0 {
+		return c.opts.URL
+	}
+	return c.opts.FallbackURLs[c.urlIdx-1]
+}
+
+func (c *Client) connectTo(ctx context.Context, opts Options, info *ServerInfo) (*Conn, error) {
 	if info == nil {
-		fctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
+		fctx, cancel := context.WithTimeout(ctx, opts.HandshakeTimeout)
 		var err error
-		info, err = FetchServerInfo(fctx, c.hc, c.opts.URL)
+		info, err = FetchServerInfo(fctx, c.hc, opts.URL)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -277,7 +308,7 @@ func (c *Client) connect(ctx context.Context) (*Conn, error) {
 		c.info = info
 		c.mu.Unlock()
 	}
-	conn, err := dial(ctx, c.opts, c.hc, info)
+	conn, err := dial(ctx, opts, c.hc, info)
 	if err != nil {
 		if c.opts.Server == nil && IsProblem(err, ccp.TitleAuthenticationFailed) {
 			// Perhaps the Noise key rotated away: fetch server-info again.

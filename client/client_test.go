@@ -295,3 +295,44 @@ func TestBackoff(t *testing.T) {
 		t.Fatalf("Retry-After ignored: %v", d)
 	}
 }
+
+// TestClientFallbackURLs: when the node at URL does not answer, the Client
+// tries the next of FallbackURLs and connects there; its server info comes
+// from that node.
+func TestClientFallbackURLs(t *testing.T) {
+	s := newTestServer(t)
+	o := clientOptions(s, newTestIdentity(t, "dev-a"), HTTP2)
+	live := o.URL
+	// A node that is down: a port nobody listens on.
+	dead := newTestServer(t)
+	deadURL := dead.url
+	dead.hs.Close()
+	o.URL, o.FallbackURLs = deadURL, []string{live}
+	cl := New(o)
+	runClient(t, cl)
+	d := nextEvent[*Disconnected](t, cl)
+	if d.Err == nil {
+		t.Fatal("no error from the dead node")
+	}
+	if got := cl.currentURL(); got != live {
+		t.Fatalf("next attempt at %s, want the fallback %s", got, live)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cl.WaitConnected(ctx); err != nil {
+		t.Fatalf("not connected through the fallback: %v", err)
+	}
+}
+
+func TestFallbackURLValidation(t *testing.T) {
+	id := &Identity{DeviceID: "d"}
+	for _, bad := range []string{"http://h:1", "https://", "ftp://x"} {
+		if _, err := (Options{URL: "https://h:1", FallbackURLs: []string{bad}, Identity: id}).normalize(); err == nil {
+			t.Errorf("fallback %q accepted", bad)
+		}
+	}
+	o, err := Options{URL: "https://h:1/", FallbackURLs: []string{"wss://g:2/x/?q=1#f"}, Identity: id}.normalize()
+	if err != nil || o.FallbackURLs[0] != "https://g:2/x" || o.URL != "https://h:1" {
+		t.Fatalf("normalized %q %q, %v", o.URL, o.FallbackURLs, err)
+	}
+}

@@ -49,6 +49,11 @@ type Options struct {
 	// URL is the server's base URL, https://host:port (a path prefix is
 	// kept; /connect and /api/server-info are appended).
 	URL string
+	// FallbackURLs (Client only) are other nodes of the same server
+	// (§9.4: several nodes share storage and keys). After a failed
+	// connection attempt the Client tries the next URL, round robin,
+	// starting with URL. Dial uses URL only.
+	FallbackURLs []string
 	// TLSConfig sets RootCAs, ServerName, client certificates...; nil
 	// means the system roots. Its NextProtos is replaced to force the
 	// transport's HTTP version; MinVersion defaults to TLS 1.3.
@@ -86,24 +91,43 @@ type Options struct {
 	ReconnectMin, ReconnectMax time.Duration
 }
 
-// normalize validates o and fills in the defaults.
-func (o Options) normalize() (Options, error) {
-	if o.URL == "" {
-		return o, errors.New("client: Options.URL is required")
-	}
-	u, err := url.Parse(o.URL)
+// normalizeURL checks an https:// (or wss://) base URL and returns it
+// without query, fragment or trailing slash.
+func normalizeURL(name, raw string) (string, error) {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return o, fmt.Errorf("client: Options.URL: %w", err)
+		return "", fmt.Errorf("client: %s: %w", name, err)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "https":
 	case "wss":
 		u.Scheme = "https"
 	default:
-		return o, fmt.Errorf("client: Options.URL must be https://host[:port] (got scheme %q)", u.Scheme)
+		return "", fmt.Errorf("client: %s must be https://host[:port] (got scheme %q)", name, u.Scheme)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("client: %s has no host", name)
 	}
 	u.RawQuery, u.Fragment = "", ""
-	o.URL = strings.TrimSuffix(u.String(), "/")
+	return strings.TrimSuffix(u.String(), "/"), nil
+}
+
+// normalize validates o and fills in the defaults.
+func (o Options) normalize() (Options, error) {
+	if o.URL == "" {
+		return o, errors.New("client: Options.URL is required")
+	}
+	var err error
+	if o.URL, err = normalizeURL("Options.URL", o.URL); err != nil {
+		return o, err
+	}
+	fallbacks := make([]string, len(o.FallbackURLs))
+	for i, raw := range o.FallbackURLs {
+		if fallbacks[i], err = normalizeURL(fmt.Sprintf("Options.FallbackURLs[%d]", i), raw); err != nil {
+			return o, err
+		}
+	}
+	o.FallbackURLs = fallbacks
 	if o.Identity == nil {
 		return o, errors.New("client: Options.Identity is required")
 	}
