@@ -167,7 +167,7 @@ func (c *conn) endReason(def EndReason) EndReason {
 }
 
 // writeDirect writes one plaintext frame (handshake phase only, before the
-// sender goroutine exists). It writes nothing once the handshake timed out.
+// sender is enabled). It writes nothing once the handshake timed out.
 func (c *conn) writeDirect(t ccp.FrameType, ch, seq uint32, payload []byte) error {
 	b, err := ccp.AppendFrame(nil, ccp.Frame{Type: t, Channel: ch, Sequence: seq, Payload: payload})
 	if err != nil {

@@ -1,10 +1,13 @@
 // Package session runs one /connect stream: the handshake of §4 (with the
 // admission decision of §4.9), then the session of §6: a reader loop that
-// decodes and handles the client's frames in order, and one sender
-// goroutine that owns the write side, assigns server sequences and drains
-// bounded queues (replies, live frames, inbox deliveries).
+// decodes and handles the client's frames in order, and one sender at a
+// time that owns the write side, assigns server sequences and drains
+// bounded queues (replies, live frames, inbox deliveries). The sender is a
+// goroutine started when there is something to write and gone when the
+// queues are empty (sender.go); the handshake and set-up run on a
+// short-lived goroutine of their own (onFreshStack).
 //
-//	reader goroutine (the caller of Serve)      sender goroutine
+//	reader goroutine (the caller of Serve)      sender (on demand)
 //	  ReadFrame ─► limiter ─► sequence rule        take queues ─► assign seqs
 //	  ─► handler ─► reply via outbound ──────────►  ─► (v2: seal records) ─► write, flush
 //	                                                ─► inbox read-ahead (redelivery)
