@@ -46,8 +46,8 @@ func ClientKey(ip netip.Addr) string {
 // ranges and in the result) and zones are dropped. An unparsable peer yields
 // the zero Addr (it is in no trusted range, so the header is not consulted).
 func ClientIP(remoteAddr string, xff []string, trusted []netip.Prefix) netip.Addr {
-	peer := parsePeer(remoteAddr)
-	if !peer.IsValid() || !inTrusted(peer, trusted) {
+	peer := ParsePeer(remoteAddr)
+	if !peer.IsValid() || !InTrusted(peer, trusted) {
 		return peer
 	}
 	// Rightmost parsable entry outside the trusted ranges.
@@ -60,7 +60,7 @@ func ClientIP(remoteAddr string, xff []string, trusted []netip.Prefix) netip.Add
 			} else {
 				item, line = line, ""
 			}
-			if a, ok := parseEntry(item); ok && !inTrusted(a, trusted) {
+			if a, ok := parseEntry(item); ok && !InTrusted(a, trusted) {
 				return a
 			}
 		}
@@ -76,7 +76,10 @@ func ClientIP(remoteAddr string, xff []string, trusted []netip.Prefix) netip.Add
 	return peer
 }
 
-func parsePeer(s string) netip.Addr {
+// ParsePeer parses a connection's remote address (host:port, or a bare
+// address) like ClientIP does: unmapped, without zone; the zero Addr when
+// it does not parse.
+func ParsePeer(s string) netip.Addr {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return normalize(ap.Addr())
 	}
@@ -109,10 +112,10 @@ func normalize(a netip.Addr) netip.Addr {
 	return a.Unmap().WithZone("")
 }
 
-// inTrusted reports whether a (already unmapped) lies in one of the
-// prefixes. An IPv4 address also matches a prefix written in IPv4-mapped
+// InTrusted reports whether a (already unmapped, e.g. from ParsePeer) lies
+// in one of the prefixes. An IPv4 address also matches a prefix written in IPv4-mapped
 // IPv6 form (e.g. ::ffff:10.0.0.0/104).
-func inTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+func InTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 	var mapped netip.Addr
 	if a.Is4() {
 		mapped = netip.AddrFrom16(a.As16())

@@ -51,9 +51,9 @@ type handshakeListener struct {
 	wg    sync.WaitGroup
 
 	mu      sync.Mutex
-	pending map[net.Conn]struct{}
-	byIP    map[string]int // pending handshakes per ratelimit.ClientKey
-	err     error          // why the accept loop stopped
+	pending map[net.Conn]string // handshakes in progress → client key
+	byIP    map[string]int      // pending handshakes per ratelimit.ClientKey
+	err     error               // why the accept loop stopped
 	closed  bool
 }
 
@@ -72,7 +72,7 @@ func newHandshakeListener(inner net.Listener, conf *tls.Config, timeout time.Dur
 		ready:   make(chan net.Conn),
 		sem:     make(chan struct{}, maxPendingHandshakes),
 		done:    make(chan struct{}),
-		pending: make(map[net.Conn]struct{}),
+		pending: make(map[net.Conn]string),
 	}
 	return l
 }
@@ -138,40 +138,29 @@ func (l *handshakeListener) track(c net.Conn) (ok, closed bool) {
 		}
 		l.byIP[key]++
 	}
-	l.pending[c] = struct{}{}
+	l.pending[c] = key
 	return true, false
 }
 
 func (l *handshakeListener) untrack(c net.Conn) {
-	key := l.clientKey(c)
 	l.mu.Lock()
-	delete(l.pending, c)
-	if key != "" {
+	if key := l.pending[c]; key != "" {
 		if l.byIP[key]--; l.byIP[key] <= 0 {
 			delete(l.byIP, key)
 		}
 	}
+	delete(l.pending, c)
 	l.mu.Unlock()
 }
 
-// clientKey is the per-client bound's key of c, "" when exempt (a trusted
-// proxy) or unknown.
+// clientKey is the per-client bound's key of c (ratelimit.ClientKey), ""
+// when exempt (a trusted proxy) or unknown.
 func (l *handshakeListener) clientKey(c net.Conn) string {
-	ip := remoteIP(c)
-	for _, p := range l.trusted {
-		if p.Contains(ip) {
-			return ""
-		}
+	ip := ratelimit.ParsePeer(c.RemoteAddr().String())
+	if ratelimit.InTrusted(ip, l.trusted) {
+		return ""
 	}
 	return ratelimit.ClientKey(ip)
-}
-
-// remoteIP is the connection's peer address (the zero Addr if unknown).
-func remoteIP(c net.Conn) netip.Addr {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr().Unmap()
-	}
-	return netip.Addr{}
 }
 
 func (l *handshakeListener) handshake(raw net.Conn) {
