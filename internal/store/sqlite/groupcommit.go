@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/commucat/commucat/internal/store"
@@ -102,15 +103,11 @@ func (r *txReq) wait(g *groupCommit) {
 	case <-r.ctx.Done():
 	}
 	g.mu.Lock()
-	if !r.lead {
-		for i, x := range g.queue {
-			if x == r {
-				g.queue = append(g.queue[:i], g.queue[i+1:]...)
-				g.mu.Unlock()
-				r.err = fmt.Errorf("sqlite: begin: %w", r.ctx.Err())
-				return
-			}
-		}
+	if i := slices.Index(g.queue, r); i >= 0 && !r.lead {
+		g.queue = slices.Delete(g.queue, i, i+1)
+		g.mu.Unlock()
+		r.err = fmt.Errorf("sqlite: begin: %w", r.ctx.Err())
+		return
 	}
 	g.mu.Unlock()
 	<-r.wake
@@ -142,22 +139,13 @@ func (s *Store) lead(self *txReq) {
 	}
 	g.mu.Unlock()
 	for _, r := range batch {
-		if r != self && !contains(retry, r) {
+		if r != self && !slices.Contains(retry, r) {
 			r.wake <- struct{}{}
 		}
 	}
 	if next != nil && next != self {
 		next.wake <- struct{}{}
 	}
-}
-
-func contains(rs []*txReq, r *txReq) bool {
-	for _, x := range rs {
-		if x == r {
-			return true
-		}
-	}
-	return false
 }
 
 // call runs r.fn, turning a panic into r.panicked.
@@ -242,7 +230,7 @@ func (s *Store) runBatch(batch []*txReq) (retry []*txReq) {
 // abort ends a batch whose transaction the database rolled back: the
 // functions already run lose their writes, failed (if not nil) gets err,
 // and rest is returned to be retried.
-func (s *Store) abort(tx interface{ Rollback() error }, ran []*txReq, failed *txReq, err error, rest []*txReq) []*txReq {
+func (s *Store) abort(tx *sql.Tx, ran []*txReq, failed *txReq, err error, rest []*txReq) []*txReq {
 	_ = tx.Rollback()
 	for _, r := range ran {
 		r.err = errBatchAborted
