@@ -205,16 +205,9 @@ func (t *wsTransport) closeWith(code websocket.StatusCode, reason string) {
 // goroutine only while a Ping is outstanding, so an idle WebSocket has no
 // goroutine of its own for it; stop ends it (idempotent).
 func (t *wsTransport) startPings(k time.Duration, liveness *session.Liveness) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	var timer *time.Timer
-	mu.Lock() // the callback reads timer
-	defer mu.Unlock()
-	timer = time.AfterFunc(k, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped || t.ctx.Err() != nil {
-			return
+	r := session.Repeat(k, func() bool {
+		if t.ctx.Err() != nil {
+			return false
 		}
 		go func() {
 			ctx, cancel := context.WithTimeout(t.ctx, 3*k)
@@ -225,14 +218,9 @@ func (t *wsTransport) startPings(k time.Duration, liveness *session.Liveness) (s
 		}()
 		if t.idleFor() > 3*k {
 			liveness.Lost()
-			return
+			return false
 		}
-		timer.Reset(k)
+		return true
 	})
-	return func() {
-		mu.Lock()
-		stopped = true
-		timer.Stop()
-		mu.Unlock()
-	}
+	return r.Stop
 }

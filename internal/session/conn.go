@@ -69,10 +69,7 @@ type conn struct {
 	sendAgain   bool // kicked while running: drain once more
 	sendDead    bool // ended for good
 	// timers (sender.go)
-	timerMu       sync.Mutex
-	timersStopped bool
-	keepTimer     *time.Timer
-	refreshTimer  *time.Timer
+	keepalive, refresh *Repeater
 	// pendingCommit is set by a handler whose reply waits for an inbox
 	// write (the reader goroutine only); commits counts those writes.
 	pendingCommit *commit

@@ -107,45 +107,31 @@ func (c *conn) sendRound() bool {
 
 // startTimers arms the keepalive (§3.6: v2 peers get
 // {"keepalive":<unix time>} on channel 0 every K) and the presence refresh,
-// and watches the transport's liveness signal. Each timer re-arms itself
-// after its work; stopTimers ends them.
+// and watches the transport's liveness signal; stopTimers ends them.
 func (c *conn) startTimers() {
 	m := c.m
-	c.timerMu.Lock()
-	defer c.timerMu.Unlock()
 	if c.version == noiseconn.Version2 && m.cfg.Keepalive > 0 {
-		k := m.cfg.Keepalive
-		c.keepTimer = time.AfterFunc(k, func() {
-			c.timerMu.Lock()
-			defer c.timerMu.Unlock()
-			if c.timersStopped {
-				return
-			}
+		c.keepalive = Repeat(m.cfg.Keepalive, func() bool {
 			p := strconv.AppendInt([]byte(`{"keepalive":`), m.d.Now().Unix(), 10)
 			c.out.pushUrgent(outFrame{t: ccp.Ack, ch: 0, payload: append(p, '}')})
-			c.keepTimer.Reset(k)
+			return true
 		})
 	}
 	refreshEvery := m.cfg.PresenceTTL / 2
 	if refreshEvery <= 0 {
 		refreshEvery = 30 * time.Second
 	}
-	c.refreshTimer = time.AfterFunc(refreshEvery, func() {
-		c.timerMu.Lock()
-		defer c.timerMu.Unlock()
-		if c.timersStopped {
-			return
-		}
+	c.refresh = Repeat(refreshEvery, func() bool {
 		c.refreshPresence()
-		c.refreshTimer.Reset(refreshEvery)
+		return true
 	})
 	if live := c.meta.Liveness; live != nil {
 		// WebSocket only: its ping loop reports a peer that stopped
 		// answering.
 		live.OnLost(func() {
-			c.timerMu.Lock()
-			ended := c.timersStopped
-			c.timerMu.Unlock()
+			c.sendMu.Lock()
+			ended := c.sendDead
+			c.sendMu.Unlock()
 			if !ended {
 				c.kickWith(ccp.TitleKeepaliveTimeout, "no pong or message within 3x the keepalive interval", EndKeepalive)
 			}
@@ -156,15 +142,8 @@ func (c *conn) startTimers() {
 // stopTimers stops the timers; when it returns, no timer callback runs or
 // will run (a presence refresh can no longer race with the cleanup).
 func (c *conn) stopTimers() {
-	c.timerMu.Lock()
-	defer c.timerMu.Unlock()
-	c.timersStopped = true
-	if c.keepTimer != nil {
-		c.keepTimer.Stop()
-	}
-	if c.refreshTimer != nil {
-		c.refreshTimer.Stop()
-	}
+	c.keepalive.Stop()
+	c.refresh.Stop()
 }
 
 // readInbox reads the next page of the device's inbox after last (catch-up
