@@ -268,9 +268,7 @@ func (c *Client) connect(ctx context.Context) (*Conn, error) {
 	c.mu.Lock()
 	info := c.info
 	opts := c.opts
-	if c.urlIdx > 0 {
-		opts.URL = c.opts.FallbackURLs[c.urlIdx-1]
-	}
+	opts.URL = c.urlLocked()
 	c.mu.Unlock()
 	conn, err := c.connectTo(ctx, opts, info)
 	if err != nil && len(c.opts.FallbackURLs) > 0 {
@@ -289,6 +287,11 @@ func (c *Client) connect(ctx context.Context) (*Conn, error) {
 func (c *Client) currentURL() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.urlLocked()
+}
+
+// urlLocked is currentURL with c.mu held.
+func (c *Client) urlLocked() string {
 	if c.urlIdx == 0 {
 		return c.opts.URL
 	}
