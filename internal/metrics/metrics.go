@@ -43,6 +43,7 @@ const (
 	NameSecretRotationsAdmin   = "commucat_secret_rotations_admin"
 	NameRateLimitFrames        = "commucat_rate_limit_frames"
 	NameRelayExpired           = "commucat_relay_expired"
+	NameRelayEarlyAcked        = "commucat_relay_early_acked"
 	NameHandshakeDuration      = "commucat_handshake_duration_seconds"
 	NameFrameHandlingDuration  = "commucat_frame_handling_duration_seconds"
 	NameRelayStoreDuration     = "commucat_relay_store_duration_seconds"
@@ -144,6 +145,7 @@ type Metrics struct {
 	SecretRotationsAdmin  prometheus.Counter
 	RateLimitFrames       prometheus.Counter
 	RelayExpired          prometheus.Counter
+	RelayEarlyAcked       prometheus.Counter
 
 	// HandshakeDuration has the label pattern (XK, IK).
 	HandshakeDuration *prometheus.HistogramVec
@@ -202,6 +204,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		SecretRotationsAdmin:  counter(NameSecretRotationsAdmin, "Admin token rotations."),
 		RateLimitFrames:       counter(NameRateLimitFrames, "Frames denied by the per-connection limiter."),
 		RelayExpired:          counter(NameRelayExpired, "Inbox entries deleted after limits.relay_ttl."),
+		RelayEarlyAcked: counter(NameRelayEarlyAcked,
+			"Inbox entries not written: the online recipient acknowledged the frame, delivered before the commit, first."),
 
 		HandshakeDuration: histogramVec(NameHandshakeDuration,
 			"Time from stream start to the handshake ACK.", LabelPattern, HandshakePatterns()),
@@ -222,6 +226,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.MultipathPaths, m.CensorshipDeflections, m.CallsActive, m.CallsTotal,
 		m.CallVoiceFrames, m.CallVideoFrames, m.RateLimitHTTP, m.RateLimitConnect,
 		m.SecretRotationsNoise, m.SecretRotationsAdmin, m.RateLimitFrames, m.RelayExpired,
+		m.RelayEarlyAcked,
 		m.HandshakeDuration, m.FrameHandlingDuration, m.RelayStoreDuration,
 		m.DeliveryLatency, m.HTTPRequestDuration, m.MediaTranscodeDuration,
 	)

@@ -35,6 +35,7 @@ var spec13 = []struct{ name, typ, help, label string }{
 	{"commucat_secret_rotations_admin", "counter", "Admin token rotations.", ""},
 	{"commucat_rate_limit_frames", "counter", "Frames denied by the per-connection limiter.", ""},
 	{"commucat_relay_expired", "counter", "Inbox entries deleted after limits.relay_ttl.", ""},
+	{"commucat_relay_early_acked", "counter", "Inbox entries not written: the online recipient acknowledged the frame, delivered before the commit, first.", ""},
 	{"commucat_handshake_duration_seconds", "histogram", "Time from stream start to the handshake ACK.", "pattern"},
 	{"commucat_frame_handling_duration_seconds", "histogram", "Time from receiving a frame to sending its reply or finishing it.", "type"},
 	{"commucat_relay_store_duration_seconds", "histogram", "Time to store a durable frame for all its recipients.", ""},

@@ -23,6 +23,10 @@ type WriterConfig struct {
 	// OnCommit, if set, is called after every committed batch with the
 	// number of entries (metrics).
 	OnCommit func(entries int)
+	// OnEarlyAcked, if set, is called with the number of early entries a
+	// commit did not write because their recipients had acknowledged them
+	// (see Early; metrics).
+	OnEarlyAcked func(entries int)
 	// Dispatch, if set, is called with the committed entries of recipients
 	// that are not connected to this node (cross-node delivery, §9.4). It
 	// runs on a goroutine of its own, one call at a time in commit order,
@@ -74,7 +78,10 @@ type Writer struct {
 
 type writeReq struct {
 	entries []store.InboxEntry
-	err     chan error // nil for deletes: nobody waits
+	// early[i], when set, is entries[i]'s early-delivery state (nil, or
+	// as long as entries).
+	early []*Early
+	err   chan error // nil for deletes: nobody waits
 
 	// delete request: queue ids of one recipient
 	recipient string
@@ -106,10 +113,24 @@ func NewWriter(cfg WriterConfig) *Writer {
 // Store durably stores the entries (assigning their QueueID in place) and
 // delivers them to connected recipients. It returns after the commit.
 func (w *Writer) Store(ctx context.Context, entries []store.InboxEntry) error {
+	return w.StoreEarly(ctx, entries, nil)
+}
+
+// StoreEarly is Store for entries some of which were already handed to
+// their recipients' connections (early[i] non-nil, see Early): an entry
+// acknowledged before its commit takes it is not written, and one
+// acknowledged while its commit runs is deleted right after. Every
+// written entry is still handed to the recipient's connection after the
+// commit (DeliverInbox), which recognises what it already has. It returns
+// after the commit; entries not written keep QueueID 0.
+func (w *Writer) StoreEarly(ctx context.Context, entries []store.InboxEntry, early []*Early) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	req := &writeReq{entries: entries, err: make(chan error, 1)}
+	if early != nil && len(early) != len(entries) {
+		return errors.New("router: StoreEarly needs one early state per entry")
+	}
+	req := &writeReq{entries: entries, early: early, err: make(chan error, 1)}
 	select {
 	case w.reqs <- req:
 	case <-w.done:
@@ -178,19 +199,43 @@ func (w *Writer) Run(ctx context.Context) {
 			tc = nil
 		}
 	}
+	armTimer := func() {
+		if tc == nil {
+			if timer == nil {
+				timer = time.NewTimer(w.cfg.DeleteLinger)
+			} else {
+				timer.Reset(w.cfg.DeleteLinger)
+			}
+			tc = timer.C
+		}
+	}
+	// hold keeps deletes a commit left over (early entries acknowledged
+	// while it ran) for the next transaction.
+	hold := func(carry []*writeReq) {
+		for _, r := range carry {
+			held = append(held, r)
+			heldN += len(r.deletes)
+		}
+		if len(carry) > 0 && ctx.Err() == nil {
+			armTimer()
+		}
+	}
 	for {
 		var first *writeReq
 		select {
 		case first = <-w.reqs:
 		case <-tc:
 			tc = nil
-			w.commit(held, heldN)
+			carry := w.commit(held, heldN)
 			held, heldN = nil, 0
+			hold(carry)
 			continue
 		case <-ctx.Done():
 			stopTimer()
-			if len(held) > 0 {
-				w.commit(held, heldN)
+			for len(held) > 0 {
+				carry := w.commit(held, heldN)
+				held, heldN = nil, 0
+				hold(carry)
 			}
 			return
 		}
@@ -211,18 +256,11 @@ func (w *Writer) Run(ctx context.Context) {
 		}
 		if entries == 0 && w.cfg.DeleteLinger > 0 && n < w.cfg.MaxBatch {
 			held, heldN = batch, n
-			if tc == nil {
-				if timer == nil {
-					timer = time.NewTimer(w.cfg.DeleteLinger)
-				} else {
-					timer.Reset(w.cfg.DeleteLinger)
-				}
-				tc = timer.C
-			}
+			armTimer()
 			continue
 		}
 		stopTimer()
-		w.commit(batch, n)
+		hold(w.commit(batch, n))
 	}
 }
 
@@ -255,14 +293,31 @@ func mergeDeletes(batch []*writeReq) []recipientDeletes {
 	return out
 }
 
-func (w *Writer) commit(batch []*writeReq, n int) {
+// commit writes one batch and releases its callers. It returns the
+// deletes of early entries acknowledged while it ran, for a later
+// transaction.
+func (w *Writer) commit(batch []*writeReq, n int) (carry []*writeReq) {
 	// The commit must not be abandoned half-way when the server stops:
 	// in-flight writes finish (§6.13), bounded by this timeout.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// all holds the entries to write; from[i] is where all[i] came from.
+	type origin struct {
+		r *writeReq
+		j int
+	}
 	all := make([]store.InboxEntry, 0, n)
+	from := make([]origin, 0, n)
+	skipped := 0
 	for _, r := range batch {
-		all = append(all, r.entries...)
+		for j := range r.entries {
+			if r.early != nil && r.early[j] != nil && !r.early[j].claim() {
+				skipped++ // acknowledged before this commit: not written
+				continue
+			}
+			all = append(all, r.entries[j])
+			from = append(from, origin{r, j})
+		}
 	}
 	deletes := mergeDeletes(batch)
 	err := w.cfg.Store.Tx(ctx, func(q store.Queries) error {
@@ -286,37 +341,65 @@ func (w *Writer) commit(batch []*writeReq, n int) {
 	if err != nil && len(batch) > 1 {
 		// One bad request must not fail the others: retry one by one.
 		for _, r := range batch {
-			w.commit([]*writeReq{r}, len(r.entries)+len(r.deletes))
+			carry = append(carry, w.commit([]*writeReq{r}, len(r.entries)+len(r.deletes))...)
 		}
-		return
+		return carry
 	}
 	if err != nil {
 		w.cfg.Logger.Error("inbox write failed", "entries", len(all), "deletes", len(batch[0].deletes), "err", err)
+		for _, o := range from {
+			if h := early(o.r, o.j); h != nil {
+				h.failed()
+			}
+		}
 		if batch[0].err != nil {
 			batch[0].err <- err
 		}
-		return
+		return nil
 	}
-	// Copy the assigned ids back into the callers' slices.
-	i := 0
-	for _, r := range batch {
-		for j := range r.entries {
-			r.entries[j].QueueID = all[i].QueueID
-			i++
+	// Copy the assigned ids back into the callers' slices; entries
+	// acknowledged while the commit ran are deleted by a later
+	// transaction and not handed to anyone.
+	var deliver []store.InboxEntry // nil: all of them
+	for i, o := range from {
+		o.r.entries[o.j].QueueID = all[i].QueueID
+		if h := early(o.r, o.j); h != nil && h.stored(all[i].QueueID) {
+			if deliver == nil {
+				deliver = append(make([]store.InboxEntry, 0, len(all)), all[:i]...)
+			}
+			carry = append(carry, &writeReq{recipient: all[i].Recipient, deletes: []int64{all[i].QueueID}})
+			continue
+		}
+		if deliver != nil {
+			deliver = append(deliver, all[i])
 		}
 	}
-	if len(all) == 0 {
-		return
+	if deliver == nil {
+		deliver = all
 	}
-	if w.cfg.OnCommit != nil {
+	if len(all) > 0 && w.cfg.OnCommit != nil {
 		w.cfg.OnCommit(len(all))
 	}
-	w.dispatch(all)
+	if skipped > 0 && w.cfg.OnEarlyAcked != nil {
+		w.cfg.OnEarlyAcked(skipped)
+	}
+	if len(deliver) > 0 {
+		w.dispatch(deliver)
+	}
 	for _, r := range batch {
 		if r.err != nil {
 			r.err <- nil
 		}
 	}
+	return carry
+}
+
+// early returns the early-delivery state of r.entries[j], or nil.
+func early(r *writeReq, j int) *Early {
+	if r.early == nil {
+		return nil
+	}
+	return r.early[j]
 }
 
 // dispatch hands committed entries to local connections, grouped per

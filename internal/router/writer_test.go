@@ -26,6 +26,8 @@ type fakeStore struct {
 	deleted     map[string][]int64
 	nextID      int64
 	failEnv     string // EnqueueInbox fails when an entry has this envelope id
+	// onEnqueue, if set, runs inside EnqueueInbox (the commit in progress).
+	onEnqueue func()
 }
 
 func newFakeStore() *fakeStore { return &fakeStore{deleted: make(map[string][]int64)} }
@@ -59,6 +61,9 @@ func (q *fakeTx) DeleteInbox(ctx context.Context, recipient string, ids []int64)
 }
 
 func (q *fakeTx) EnqueueInbox(ctx context.Context, entries []store.InboxEntry) ([]int64, error) {
+	if q.f.onEnqueue != nil {
+		q.f.onEnqueue()
+	}
 	out := make([]int64, len(entries))
 	for i, e := range entries {
 		if q.f.failEnv != "" && e.EnvelopeID == q.f.failEnv {
@@ -379,5 +384,137 @@ func TestWriterConcurrentStop(t *testing.T) {
 	wg.Wait()
 	if d, s := dispatched.Load(), stored.Load(); d != s {
 		t.Fatalf("dispatched %d of %d stored entries", d, s)
+	}
+}
+
+// The early-delivery state machine: whoever comes first, the recipient's
+// ACK or the commit, decides; exactly one party deletes a written row.
+func TestEarlyStates(t *testing.T) {
+	// ACK first: never written.
+	var e Early
+	if qid, stored := e.Ack(); stored || qid != 0 {
+		t.Fatalf("pending Ack = %d, %v", qid, stored)
+	}
+	if e.claim() || !e.Settled() || !e.Unwritten() {
+		t.Fatal("an acknowledged entry was claimed, or is not settled and unwritten")
+	}
+	// Commit first, ACK after: the caller deletes.
+	var f Early
+	if !f.claim() || f.Settled() {
+		t.Fatal("claim failed, or a claimed entry is settled")
+	}
+	if !f.claim() {
+		t.Fatal("a retry could not keep its claim")
+	}
+	if f.stored(42) {
+		t.Fatal("stored reports an ACK that did not happen")
+	}
+	if qid, stored := f.Ack(); !stored || qid != 42 {
+		t.Fatalf("Ack after the commit = %d, %v, want 42, true", qid, stored)
+	}
+	// ACK while the commit runs: the writer deletes, the caller does not.
+	var g Early
+	g.claim()
+	if qid, stored := g.Ack(); stored || qid != 0 {
+		t.Fatalf("Ack during the commit = %d, %v", qid, stored)
+	}
+	if g.Unwritten() {
+		t.Fatal("an entry acknowledged during its commit reports unwritten")
+	}
+	if !g.stored(7) || !g.Settled() {
+		t.Fatal("stored does not report the ACK during the commit")
+	}
+	// Failed commit: nothing to delete.
+	var h Early
+	h.claim()
+	h.failed()
+	if qid, stored := h.Ack(); stored || qid != 0 || !h.Settled() {
+		t.Fatalf("Ack after a failed commit = %d, %v", qid, stored)
+	}
+}
+
+// StoreEarly: an entry acknowledged before the commit is not written and
+// not handed over; one acknowledged during the commit is written, not
+// handed over, and deleted by a later transaction; the others are written
+// and handed over (the recipient's connection recognises its early ones).
+func TestWriterStoreEarly(t *testing.T) {
+	fs := newFakeStore()
+	reg := NewRegistry()
+	p := &fakePeer{id: "d1"}
+	reg.Register(p)
+	var skipped atomic.Int64
+	w := NewWriter(WriterConfig{Store: fs, Registry: reg, DeleteLinger: 5 * time.Millisecond,
+		OnEarlyAcked: func(n int) { skipped.Add(int64(n)) }})
+	startWriter(t, w)
+
+	es := []store.InboxEntry{entry("d1", 1), entry("d1", 2), entry("d1", 3), entry("d1", 4)}
+	before, during, after := new(Early), new(Early), new(Early)
+	early := []*Early{before, during, nil, after}
+	before.Ack()
+	fs.onEnqueue = func() { during.Ack() }
+	if err := w.StoreEarly(t.Context(), es, early); err != nil {
+		t.Fatal(err)
+	}
+	if es[0].QueueID != 0 {
+		t.Errorf("the entry acknowledged before the commit got queue id %d", es[0].QueueID)
+	}
+	if es[1].QueueID == 0 || es[2].QueueID == 0 || es[3].QueueID == 0 {
+		t.Fatalf("queue ids %d %d %d", es[1].QueueID, es[2].QueueID, es[3].QueueID)
+	}
+	if got := skipped.Load(); got != 1 {
+		t.Errorf("OnEarlyAcked counted %d, want 1", got)
+	}
+	p.mu.Lock()
+	got := slices.Clone(p.got)
+	p.mu.Unlock()
+	if !slices.Equal(got, []int64{es[2].QueueID, es[3].QueueID}) {
+		t.Errorf("handed over %v, want %v", got, []int64{es[2].QueueID, es[3].QueueID})
+	}
+	if qid, stored := after.Ack(); !stored || qid != es[3].QueueID {
+		t.Errorf("Ack after the commit = %d, %v", qid, stored)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, _, d := fs.stats()
+		if slices.Equal(d["d1"], []int64{es[1].QueueID}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deleted %v, want the entry acknowledged during its commit (%d)", d["d1"], es[1].QueueID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	fs.mu.Lock()
+	first := fs.txEntries[0]
+	fs.mu.Unlock()
+	if first != 3 {
+		t.Errorf("first transaction wrote %d entries, want 3", first)
+	}
+
+	// Every entry acknowledged first: nothing written, the caller is
+	// still released.
+	all := new(Early)
+	all.Ack()
+	if err := w.StoreEarly(t.Context(), []store.InboxEntry{entry("d1", 5)}, []*Early{all}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.StoreEarly(t.Context(), []store.InboxEntry{entry("d1", 6)}, []*Early{nil, nil}); err == nil {
+		t.Error("StoreEarly accepted early states of the wrong length")
+	}
+}
+
+// A failed commit marks its early entries failed: a later ACK deletes
+// nothing.
+func TestWriterStoreEarlyFailure(t *testing.T) {
+	fs := newFakeStore()
+	fs.failEnv = "env-d1-1"
+	w := NewWriter(WriterConfig{Store: fs, Registry: NewRegistry()})
+	startWriter(t, w)
+	h := new(Early)
+	if err := w.StoreEarly(t.Context(), []store.InboxEntry{entry("d1", 1)}, []*Early{h}); err == nil {
+		t.Fatal("the failing entry was stored")
+	}
+	if qid, stored := h.Ack(); stored || qid != 0 || !h.Settled() {
+		t.Fatalf("Ack after a failed commit = %d, %v", qid, stored)
 	}
 }

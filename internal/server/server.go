@@ -212,8 +212,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s.writer = router.NewWriter(router.WriterConfig{
 		Store: st, Registry: s.reg, Logger: s.log,
-		OnCommit: func(n int) { s.metrics.RelayEnqueued.Add(float64(n)) },
-		Dispatch: s.router.NotifyInbox,
+		OnCommit:     func(n int) { s.metrics.RelayEnqueued.Add(float64(n)) },
+		OnEarlyAcked: func(n int) { s.metrics.RelayEarlyAcked.Add(float64(n)) },
+		Dispatch:     s.router.NotifyInbox,
 	})
 	padding := noiseconn.PaddingNone
 	if c.Security.Padding == config.PaddingBuckets {

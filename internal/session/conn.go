@@ -74,9 +74,13 @@ type conn struct {
 	// write (the reader goroutine only); commits counts those writes.
 	pendingCommit *commit
 	commits       sync.WaitGroup
-	durMu         sync.Mutex
-	durQ          []pendingWrite
-	durRunning    bool
+	// routes: per recipient, how the last durable frame of this
+	// connection goes to it (see deliverEarly; the reader goroutine only).
+	routes     map[string]route
+	prunePast  int
+	durMu      sync.Mutex
+	durQ       []pendingWrite
+	durRunning bool
 
 	chans      map[uint32]*chanState
 	chanClock  uint64

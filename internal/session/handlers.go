@@ -13,6 +13,7 @@ import (
 	"github.com/commucat/commucat/internal/canonjson"
 	"github.com/commucat/commucat/internal/media"
 	"github.com/commucat/commucat/internal/noiseconn"
+	"github.com/commucat/commucat/internal/router"
 	"github.com/commucat/commucat/internal/store"
 )
 
@@ -405,14 +406,117 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 		return nil, e
 	}
 	if len(entries) > 0 {
-		c.pendingCommit = c.storeAsync(entries)
+		early, to := c.deliverEarly(entries)
+		cm := c.storeAsync(entries, early)
+		for i, en := range entries {
+			c.noteRoute(en.Recipient, cm, to[i])
+		}
+		c.pendingCommit = cm
 	}
 	return ackPayload(f.Sequence), nil
 }
 
+// Early delivery (§6.7). A durable frame is handed to a recipient that is
+// connected to this node at once, while its inbox entry waits for the
+// group commit, instead of after the commit. The recipient's ACK usually
+// arrives before the commit takes the entry, which is then never written
+// (router.Early): the frame costs no inbox insert and delete at all, and
+// delivery latency no longer includes the commit. The sender's ACK still
+// waits for the commit, and now means "stored or acknowledged by every
+// recipient" (a crash before the commit can at worst make the sender send
+// again a frame the recipient already has: at-least-once, which §6.7
+// allows).
+//
+// Order (§6.7: frames of one sender arrive in the order accepted) holds
+// because an entry is delivered early only when
+//   - the recipient's connection has finished its redelivery, is not
+//     catching up and has queue room (outbound.pushEarly), so everything
+//     committed before is already in its queue, ahead of this entry; and
+//   - every earlier frame of this connection to the same recipient whose
+//     commit is not done was delivered early to that same connection
+//     (c.routes). A frame on its way through the commit (the normal
+//     path) is in the recipient's queue, or the recipient is catching up
+//     and refuses, only once its commit is done; and a frame delivered
+//     early to an older connection of the recipient reaches the new one
+//     only through its commit.
+// Only ack-mode recipients take early deliveries.
+
+// deliverEarly hands the entries to their recipients' connections on this
+// node where it can. It returns the early state of each entry so delivered
+// (nil when none was) and the connection each went to (nil: none).
+func (c *conn) deliverEarly(entries []store.InboxEntry) (early []*router.Early, to []*conn) {
+	to = make([]*conn, len(entries))
+	for i, e := range entries {
+		p, ok := c.m.d.Router.Registry.Lookup(e.Recipient).(*conn)
+		if !ok || !p.ackMode || !c.mayDeliverEarly(e.Recipient, p) {
+			continue
+		}
+		h := new(router.Early)
+		if !p.out.pushEarly(e, h) {
+			continue
+		}
+		if early == nil {
+			early = make([]*router.Early, len(entries))
+		}
+		early[i], to[i] = h, p
+	}
+	return early, to
+}
+
+// route is how the last frame of this connection to one recipient goes:
+// through the commit cm, delivered early to the connection to, or (to
+// nil) handed over after cm.
+type route struct {
+	cm *commit
+	to *conn
+}
+
+// mayDeliverEarly reports whether a frame to recipient may be delivered
+// early to its connection p: every earlier frame of this connection to
+// recipient whose commit is not done went early to p too (the reader
+// goroutine only).
+func (c *conn) mayDeliverEarly(recipient string, p *conn) bool {
+	r, ok := c.routes[recipient]
+	if !ok {
+		return true
+	}
+	if r.cm.ready() {
+		delete(c.routes, recipient)
+		return true
+	}
+	return r.to == p
+}
+
+// noteRoute records how a frame of this connection goes to recipient (the
+// reader goroutine only). Commits finish in order, so the last one per
+// recipient is enough.
+func (c *conn) noteRoute(recipient string, cm *commit, to *conn) {
+	if c.routes == nil {
+		c.routes = make(map[string]route)
+		c.prunePast = minRoutePrune
+	}
+	if len(c.routes) >= c.prunePast {
+		for k, r := range c.routes {
+			if r.cm.ready() {
+				delete(c.routes, k)
+			}
+		}
+		// Prune again only after it has doubled: with many recipients
+		// of unfinished commits, pruning at every frame would be
+		// quadratic.
+		c.prunePast = max(minRoutePrune, 2*len(c.routes))
+	}
+	c.routes[recipient] = route{cm: cm, to: to}
+}
+
+// minRoutePrune is the size of c.routes from which finished commits are
+// dropped from it.
+const minRoutePrune = 256
+
 // pendingWrite is a durable frame's entries waiting for the commit loop.
 type pendingWrite struct {
 	entries []store.InboxEntry
+	early   []*router.Early // nil, or one per entry (deliverEarly)
 	cm      *commit
 }
 
@@ -422,10 +526,10 @@ type pendingWrite struct {
 // one sender keep their order in every recipient's inbox), and Serve
 // waits for it before the connection's cleanup. The queue is bounded by
 // the reply backlog: every queued frame holds a reply slot.
-func (c *conn) storeAsync(entries []store.InboxEntry) *commit {
+func (c *conn) storeAsync(entries []store.InboxEntry, early []*router.Early) *commit {
 	cm := newCommit()
 	c.durMu.Lock()
-	c.durQ = append(c.durQ, pendingWrite{entries: entries, cm: cm})
+	c.durQ = append(c.durQ, pendingWrite{entries: entries, early: early, cm: cm})
 	start := !c.durRunning
 	c.durRunning = true
 	c.durMu.Unlock()
@@ -452,12 +556,23 @@ func (c *conn) commitLoop() {
 		c.durMu.Unlock()
 		// A fresh slice each time: the writer may keep it (dispatch).
 		var all []store.InboxEntry
+		var early []*router.Early
 		for _, p := range q {
+			if p.early != nil && early == nil {
+				early = make([]*router.Early, len(all), cap(all))
+			}
 			all = append(all, p.entries...)
+			if early != nil {
+				if p.early != nil {
+					early = append(early, p.early...)
+				} else {
+					early = append(early, make([]*router.Early, len(p.entries))...)
+				}
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		start := m.d.Now()
-		err := m.d.Writer.Store(ctx, all)
+		err := m.d.Writer.StoreEarly(ctx, all, early)
 		cancel()
 		if err != nil {
 			c.log.Error("storing durable frames", "err", err, "frames", len(q))
@@ -480,7 +595,10 @@ func (c *conn) storeDurable(ctx context.Context, t ccp.FrameType, ch uint32, pay
 	if e != nil || len(entries) == 0 {
 		return e
 	}
-	cm := c.storeAsync(entries)
+	cm := c.storeAsync(entries, nil)
+	for _, e := range entries {
+		c.noteRoute(e.Recipient, cm, nil)
+	}
 	select {
 	case <-cm.done:
 	case <-ctx.Done():

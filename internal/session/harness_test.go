@@ -87,6 +87,13 @@ type testNode struct {
 
 func newTestNode(t *testing.T, mutate func(*Config)) *testNode {
 	t.Helper()
+	return newTestNodeWith(t, mutate, nil)
+}
+
+// newTestNodeWith is newTestNode whose inbox Writer uses writerStore(st)
+// instead of the node's store (nil: st).
+func newTestNodeWith(t *testing.T, mutate func(*Config), writerStore func(store.Store) store.Store) *testNode {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := sqlite.Open(ctx, t.TempDir()+"/db.sqlite")
 	if err != nil {
@@ -102,8 +109,15 @@ func newTestNode(t *testing.T, mutate func(*Config)) *testNode {
 	key := noiseconn.ServerKey{Version: 1, Private: priv, Public: pub, ValidAfter: now, RotatesAt: now.Add(time.Hour), ExpiresAt: now.Add(2 * time.Hour)}
 	ca, _ := identity.DeviceCA(bytes.Repeat([]byte{1}, 32))
 	reg := router.NewRegistry()
+	var ws store.Store = st
+	if writerStore != nil {
+		ws = writerStore(st)
+	}
 	mt := metrics.New(prometheus.NewRegistry())
-	w := router.NewWriter(router.WriterConfig{Store: st, Registry: reg})
+	w := router.NewWriter(router.WriterConfig{Store: ws, Registry: reg,
+		OnCommit:     func(n int) { mt.RelayEnqueued.Add(float64(n)) },
+		OnEarlyAcked: func(n int) { mt.RelayEarlyAcked.Add(float64(n)) },
+	})
 	n := &testNode{t: t, st: st, reg: reg, keys: []noiseconn.ServerKey{key}, ca: ca, metrics: mt, cancel: cancel}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); w.Run(ctx) }()

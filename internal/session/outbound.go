@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/commucat/commucat/ccp"
+	"github.com/commucat/commucat/internal/router"
 	"github.com/commucat/commucat/internal/store"
 )
 
@@ -16,7 +17,27 @@ const (
 	maxPendingInbox   = 1024 // inbox entries handed over but not yet written
 	maxInflight       = 1024 // ack mode: written but unacknowledged inbox deliveries (§6.7)
 	inboxPage         = 256  // redelivery page size (§6.7)
+	// maxEarly bounds the early deliveries remembered for de-duplication
+	// (outbound.early); beyond it, settled ones are forgotten and new early
+	// deliveries are refused until there is room.
+	maxEarly = 2 * (maxPendingInbox + maxInflight)
 )
+
+// inboxItem is an inbox entry waiting for the sender. early is set for an
+// entry handed over before its commit (QueueID still 0).
+type inboxItem struct {
+	store.InboxEntry
+	early *router.Early
+}
+
+// inflightRef is an inbox delivery awaiting the client's ACK: the queue id
+// of a committed entry, or the early-delivery state (and envelope id) of
+// an entry handed over before its commit.
+type inflightRef struct {
+	qid   int64
+	early *router.Early
+	env   string
+}
 
 // outFrame is a frame waiting for the sender.
 type outFrame struct {
@@ -68,8 +89,13 @@ type outbound struct {
 	control []outFrame
 	live    []outFrame
 	// inbox holds committed entries handed over by the writer or read
-	// back, in the order they arrived (ascending within one source).
-	inbox []store.InboxEntry
+	// back, in the order they arrived (ascending within one source), and
+	// entries delivered early (pushEarly).
+	inbox []inboxItem
+	// early maps the envelope id of an entry delivered early to its state
+	// until its committed copy shows up (hand-over or catch-up read),
+	// which is then skipped (§6.7 early delivery; see pushEarly).
+	early map[string]*router.Early
 	// last is the highest queue id written or queued in inbox.
 	last int64
 	// sent remembers the queue ids queued on this connection (the most
@@ -94,9 +120,9 @@ type outbound struct {
 	// initial: the first redelivery after the handshake is not complete;
 	// live frames wait (§6.7: redelivery comes before any live frame).
 	initial bool
-	// inflight maps the server sequence of an inbox delivery to its queue
-	// id until the client acknowledges it (ack mode).
-	inflight map[uint32]int64
+	// inflight maps the server sequence of an inbox delivery to its entry
+	// until the client acknowledges it (ack mode).
+	inflight map[uint32]inflightRef
 	closed   bool
 
 	// notify is called after frames were queued or the queue closed: it
@@ -114,7 +140,7 @@ func newOutbound() *outbound {
 		catchup:  true,
 		initial:  true,
 		rescan:   -1,
-		inflight: make(map[uint32]int64),
+		inflight: make(map[uint32]inflightRef),
 		slots:    make(chan struct{}, maxControlBacklog),
 	}
 }
@@ -185,7 +211,7 @@ func (o *outbound) pushInbox(entries []store.InboxEntry) {
 		return
 	}
 	for _, e := range entries {
-		if o.sent.has(e.QueueID) {
+		if o.earlyCommitted(e) || o.sent.has(e.QueueID) {
 			continue
 		}
 		if len(o.inbox) >= maxPendingInbox {
@@ -198,6 +224,56 @@ func (o *outbound) pushInbox(entries []store.InboxEntry) {
 	}
 	o.mu.Unlock()
 	o.signal()
+}
+
+// pushEarly hands over an entry before its commit (§6.7 early delivery).
+// It is taken only in ack mode, after the initial redelivery, outside
+// catch-up and with room in the queue, so that it lands behind every
+// committed entry this connection still has to deliver; false: the caller
+// lets the entry take the normal path (hand-over after the commit). The
+// committed copy that arrives later is recognised by its envelope id and
+// skipped (earlyCommitted).
+func (o *outbound) pushEarly(e store.InboxEntry, h *router.Early) bool {
+	o.mu.Lock()
+	if o.closed || o.initial || o.catchup || len(o.inbox) >= maxPendingInbox {
+		o.mu.Unlock()
+		return false
+	}
+	if len(o.early) >= maxEarly {
+		for env, x := range o.early {
+			if x.Settled() {
+				delete(o.early, env)
+			}
+		}
+		if len(o.early) >= maxEarly {
+			o.mu.Unlock()
+			return false
+		}
+	}
+	if o.early == nil {
+		o.early = make(map[string]*router.Early)
+	}
+	o.early[e.EnvelopeID] = h
+	o.inbox = append(o.inbox, inboxItem{InboxEntry: e, early: h})
+	o.mu.Unlock()
+	o.signal()
+	return true
+}
+
+// earlyCommitted reports whether e is the committed copy of an entry
+// delivered early, and then records its queue id as sent (the caller
+// holds mu).
+func (o *outbound) earlyCommitted(e store.InboxEntry) bool {
+	if _, ok := o.early[e.EnvelopeID]; !ok {
+		return false
+	}
+	delete(o.early, e.EnvelopeID)
+	if len(o.early) == 0 {
+		o.early = nil
+	}
+	o.sent.add(e.QueueID)
+	o.last = max(o.last, e.QueueID)
+	return true
 }
 
 // requestCatchup makes the sender re-read the inbox after last.
@@ -235,7 +311,7 @@ func (o *outbound) rescanFrom(after int64) {
 // queue appends e to the inbox queue (the caller holds mu and checked
 // that e was not sent).
 func (o *outbound) queue(e store.InboxEntry) {
-	o.inbox = append(o.inbox, e)
+	o.inbox = append(o.inbox, inboxItem{InboxEntry: e})
 	o.sent.add(e.QueueID)
 	o.last = max(o.last, e.QueueID)
 }
@@ -252,26 +328,42 @@ func (o *outbound) beginRead() int64 {
 	return o.last
 }
 
-// acked removes an inbox delivery from the in-flight set and returns its
-// queue id.
+// acked removes an inbox delivery from the in-flight set and returns the
+// queue id to delete; false when there is none (not an inbox delivery, or
+// an early one whose row is not written or is deleted by the Writer).
 func (o *outbound) acked(seq uint32) (int64, bool) {
 	o.mu.Lock()
-	qid, ok := o.inflight[seq]
-	if ok {
-		delete(o.inflight, seq)
+	ref, ok := o.inflight[seq]
+	if !ok {
+		o.mu.Unlock()
+		return 0, false
+	}
+	delete(o.inflight, seq)
+	qid := ref.qid
+	if ref.early != nil {
+		var stored bool
+		qid, stored = ref.early.Ack()
+		if !stored {
+			qid = 0
+		}
+		if ref.early.Unwritten() && o.early[ref.env] == ref.early {
+			// No committed copy will ever come. (One acknowledged while
+			// its commit ran stays: the Writer deletes that row and
+			// hands it to no one, but a catch-up read may still meet it
+			// and must skip it; pushEarly forgets settled ones.)
+			delete(o.early, ref.env)
+		}
 	}
 	o.mu.Unlock()
-	if ok {
-		o.signal()
-	}
-	return qid, ok
+	o.signal()
+	return qid, qid != 0
 }
 
 // batch is what the sender takes from the queues in one round.
 type batch struct {
 	control []outFrame
 	live    []outFrame
-	inbox   []store.InboxEntry
+	inbox   []inboxItem
 }
 
 func (b *batch) empty() bool { return len(b.control) == 0 && len(b.live) == 0 && len(b.inbox) == 0 }
@@ -344,7 +436,7 @@ func (o *outbound) readDone(entries []store.InboxEntry, full bool) (initialDone 
 	rescanning := o.readRescan
 	o.readRescan = false
 	for _, e := range entries {
-		if o.sent.has(e.QueueID) || (!rescanning && e.QueueID <= o.last) {
+		if o.earlyCommitted(e) || o.sent.has(e.QueueID) || (!rescanning && e.QueueID <= o.last) {
 			continue
 		}
 		o.queue(e)

@@ -6,7 +6,7 @@ import (
 	"github.com/commucat/commucat/internal/store"
 )
 
-func qids(es []store.InboxEntry) []int64 {
+func qids(es []inboxItem) []int64 {
 	out := make([]int64, len(es))
 	for i, e := range es {
 		out[i] = e.QueueID

@@ -193,7 +193,7 @@ func (w *frameWriter) write(b batch) bool {
 	var reason EndReason
 	type delivered struct {
 		seq uint32
-		qid int64
+		ref inflightRef
 	}
 	var inboxSeqs []delivered
 	var latencies []time.Duration
@@ -242,7 +242,7 @@ func (w *frameWriter) write(b batch) bool {
 				continue // §6.7: an expired entry is never delivered
 			}
 			if seq, ok := add(ccp.FrameType(e.FrameType), e.Channel, e.Payload); ok {
-				inboxSeqs = append(inboxSeqs, delivered{seq, e.QueueID})
+				inboxSeqs = append(inboxSeqs, delivered{seq, inflightRef{qid: e.QueueID, early: e.early, env: e.EnvelopeID}})
 				latencies = append(latencies, now.Sub(e.CreatedAt))
 			}
 		}
@@ -252,7 +252,7 @@ func (w *frameWriter) write(b batch) bool {
 	if c.ackMode && len(inboxSeqs) > 0 {
 		c.out.mu.Lock()
 		for _, d := range inboxSeqs {
-			c.out.inflight[d.seq] = d.qid
+			c.out.inflight[d.seq] = d.ref
 		}
 		c.out.mu.Unlock()
 	}
@@ -276,7 +276,7 @@ func (w *frameWriter) write(b batch) bool {
 		// §6.7 non-ack mode: an entry is deleted once written.
 		ids := make([]int64, len(inboxSeqs))
 		for i, d := range inboxSeqs {
-			ids[i] = d.qid
+			ids[i] = d.ref.qid
 		}
 		m.d.Writer.Delete(c.device.ID, ids)
 	}
