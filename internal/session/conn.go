@@ -292,7 +292,7 @@ func (c *conn) handshake(start time.Time) (*ccp.Reader, *handshakeResult, EndRea
 		return fail(noiseconn.StorageFailure(err), EndInternal)
 	}
 	now := m.d.Now()
-	dec, herr := decideAdmission(context.Background(), m.d.Store, m.pol, sh.Hello, newUserID, now)
+	dec, herr := decideAdmission(context.Background(), m.d.Store, m.pol, sh.Hello, newUserID, now, false)
 	if herr != nil {
 		return fail(herr, EndHandshake)
 	}
@@ -331,7 +331,9 @@ func (c *conn) handshake(start time.Time) (*ccp.Reader, *handshakeResult, EndRea
 	var done *committed
 	var commitErr *noiseconn.HandshakeError
 	err = m.d.Store.Tx(context.Background(), func(q store.Queries) error {
-		again, herr := decideAdmission(context.Background(), q, m.pol, sh.Hello, newUserID, now)
+		// Every successful decision checked the HELLO's certificate, if
+		// any, so its signature is known to verify.
+		again, herr := decideAdmission(context.Background(), q, m.pol, sh.Hello, newUserID, now, true)
 		if herr != nil {
 			commitErr = herr
 			return errors.New("admission re-check failed")
