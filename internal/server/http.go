@@ -172,7 +172,12 @@ func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
 		tooManyRequests(w, time.Second)
 		return
 	}
-	defer release()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
 	if r.Method == http.MethodGet {
 		h.connectWebSocket(w, r, ip)
 		return
@@ -190,8 +195,25 @@ func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Cache-Control", "no-store")
+	takeOver := kind == "http1" && chunkedRequest(r)
+	if takeOver {
+		// §3.4: the connection is closed after the stream.
+		w.Header().Set("Connection", "close")
+	}
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
+		return
+	}
+	if takeOver {
+		// The stream continues on a goroutine of its own, without
+		// net/http's buffers (h1stream.go).
+		t, err := hijackH1(rc)
+		if err != nil {
+			s.log.Warn("taking over an HTTP/1.1 /connect stream", "err", err)
+			return
+		}
+		handedOff = true
+		s.serveH1(context.WithoutCancel(r.Context()), t, ip, release)
 		return
 	}
 	t := &httpTransport{body: r.Body, w: w, rc: rc, kind: kind}
@@ -259,6 +281,8 @@ func (h *handler) connectWebSocket(w http.ResponseWriter, r *http.Request, ip ne
 		return
 	}
 	t := newWSTransport(c)
+	s.hijacked.add(t)
+	defer s.hijacked.done(t)
 	liveness := new(session.Liveness)
 	stopPings := t.startPings(s.cfg.Keepalive, liveness)
 	defer stopPings()

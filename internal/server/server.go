@@ -108,6 +108,7 @@ type Server struct {
 	draining                           atomic.Bool
 	storageDown, redisDown             atomic.Bool
 	streams                            streamCaps
+	hijacked                           hijackedStreams
 
 	httpSrv *http.Server
 	ln      net.Listener
@@ -443,6 +444,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	_ = s.httpSrv.Shutdown(sctx)
 	cancel()
 	_ = s.httpSrv.Close()
+	// Streams net/http no longer tracks (taken-over HTTP/1.1, WebSocket)
+	// end before the storage they use closes.
+	if !s.hijacked.abortAll(5 * time.Second) {
+		s.log.Warn("some /connect streams did not end in time")
+	}
 	stopBG()
 	<-writerDone
 	s.bgWG.Wait()
