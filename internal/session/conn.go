@@ -40,6 +40,8 @@ type chanState struct {
 
 // conn is one established connection.
 type conn struct {
+	// id numbers the stream (the "conn" of the logs; early-delivery routes).
+	id   uint64
 	m    *Manager
 	t    Transport
 	meta Meta
@@ -116,7 +118,8 @@ func (c *conn) expired() bool {
 func (m *Manager) Serve(ctx context.Context, t Transport, meta Meta) EndReason {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &conn{m: m, t: t, meta: meta, ctx: ctx, stop: cancel, log: m.d.Logger.With("conn", m.nextConn.Add(1), "transport", t.Kind())}
+	id := m.nextConn.Add(1)
+	c := &conn{id: id, m: m, t: t, meta: meta, ctx: ctx, stop: cancel, log: m.d.Logger.With("conn", id, "transport", t.Kind())}
 	start := m.d.Now()
 	var rd *ccp.Reader
 	var reason EndReason

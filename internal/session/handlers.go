@@ -443,9 +443,9 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 
 // deliverEarly hands the entries to their recipients' connections on this
 // node where it can. It returns the early state of each entry so delivered
-// (nil when none was) and the connection each went to (nil: none).
-func (c *conn) deliverEarly(entries []store.InboxEntry) (early []*router.Early, to []*conn) {
-	to = make([]*conn, len(entries))
+// (nil when none was) and the id of the connection each went to (0: none).
+func (c *conn) deliverEarly(entries []store.InboxEntry) (early []*router.Early, to []uint64) {
+	to = make([]uint64, len(entries))
 	for i, e := range entries {
 		p, ok := c.m.d.Router.Registry.Lookup(e.Recipient).(*conn)
 		if !ok || !p.ackMode || !c.mayDeliverEarly(e.Recipient, p) {
@@ -458,17 +458,18 @@ func (c *conn) deliverEarly(entries []store.InboxEntry) (early []*router.Early, 
 		if early == nil {
 			early = make([]*router.Early, len(entries))
 		}
-		early[i], to[i] = h, p
+		early[i], to[i] = h, p.id
 	}
 	return early, to
 }
 
 // route is how the last frame of this connection to one recipient goes:
-// through the commit cm, delivered early to the connection to, or (to
-// nil) handed over after cm.
+// through the commit cm, delivered early to the connection numbered to,
+// or (to 0) handed over after cm. A number, not the connection: a route
+// must not keep a closed connection and its queues in memory.
 type route struct {
 	cm *commit
-	to *conn
+	to uint64
 }
 
 // mayDeliverEarly reports whether a frame to recipient may be delivered
@@ -484,13 +485,13 @@ func (c *conn) mayDeliverEarly(recipient string, p *conn) bool {
 		delete(c.routes, recipient)
 		return true
 	}
-	return r.to == p
+	return r.to == p.id
 }
 
 // noteRoute records how a frame of this connection goes to recipient (the
 // reader goroutine only). Commits finish in order, so the last one per
 // recipient is enough.
-func (c *conn) noteRoute(recipient string, cm *commit, to *conn) {
+func (c *conn) noteRoute(recipient string, cm *commit, to uint64) {
 	if c.routes == nil {
 		c.routes = make(map[string]route)
 		c.prunePast = minRoutePrune
@@ -597,7 +598,7 @@ func (c *conn) storeDurable(ctx context.Context, t ccp.FrameType, ch uint32, pay
 	}
 	cm := c.storeAsync(entries, nil)
 	for _, e := range entries {
-		c.noteRoute(e.Recipient, cm, nil)
+		c.noteRoute(e.Recipient, cm, 0)
 	}
 	select {
 	case <-cm.done:
