@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -467,6 +468,12 @@ func TestMainFlags(t *testing.T) {
 	if code, _, _ := run("", "--ca", "x.pem", "--insecure"); code != 2 {
 		t.Errorf("--ca with --insecure: %d", code)
 	}
+	if code, _, e := run("", "--state", filepath.Join(dir, "x.json"), "--handle", "a", "--server", "https://127.0.0.1:1", "--fallback", "ftp://x"); code != 1 || !strings.Contains(e, "--fallback must look like") {
+		t.Errorf("bad --fallback URL: %d %q", code, e)
+	}
+	if code, _, _ := run("", "--fallback", "https://a:1", "--no-fallback"); code != 2 {
+		t.Errorf("--fallback with --no-fallback: %d", code)
+	}
 	if code, _, _ := run("", "extra"); code != 2 {
 		t.Errorf("positional argument: %d", code)
 	}
@@ -530,5 +537,48 @@ func TestInsecure(t *testing.T) {
 	case <-done2:
 	case <-time.After(waitTimeout):
 		t.Fatal("Main did not return")
+	}
+}
+
+// --fallback: with the saved server unreachable, the client connects to
+// another node of the deployment; the list is saved, and --no-fallback
+// forgets it.
+func TestFallbackNode(t *testing.T) {
+	s := servertest.Start(t, nil)
+	ca := filepath.Join(s.Dir, "server.crt")
+	state := filepath.Join(t.TempDir(), "f.json")
+	var all []*termProc
+	dead := "https://127.0.0.1:1" // nothing listens on port 1
+	p := startTerm(t, &all, "f", Options{StatePath: state, Server: dead, Fallbacks: []string{s.URL}, CAFile: ca,
+		Handle: "fallback", Device: "dev-f", ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond})
+	p.expect("* other nodes, tried when it is unreachable: " + s.URL)
+	p.expect("* connected as dev-f")
+	p.send("/quit")
+	if err := p.wait(); err != nil {
+		t.Fatal(err)
+	}
+	saved := func() State {
+		t.Helper()
+		b, err := os.ReadFile(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st State
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if st := saved(); st.Server != dead || !slices.Equal(st.Fallbacks, []string{s.URL}) {
+		t.Fatalf("saved server %q, fallbacks %v", st.Server, st.Fallbacks)
+	}
+	q := startTerm(t, &all, "f2", Options{StatePath: state, NoFallbacks: true, Server: s.URL})
+	q.expect("* connected as dev-f")
+	q.send("/quit")
+	if err := q.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if st := saved(); len(st.Fallbacks) != 0 {
+		t.Fatalf("fallbacks %v kept after --no-fallback", st.Fallbacks)
 	}
 }

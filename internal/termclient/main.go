@@ -46,6 +46,11 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	)
 	fs.StringVar(&o.StatePath, "state", "", "state file (device keys, server, channels); overrides --profile")
 	fs.StringVar(&o.Server, "server", "", "server URL https://host:port (saved in the state file)")
+	fs.Func("fallback", "another node https://host:port of the same deployment, tried when the server is unreachable (repeatable; the list given replaces the saved one)", func(s string) error {
+		o.Fallbacks = append(o.Fallbacks, s)
+		return nil
+	})
+	fs.BoolVar(&o.NoFallbacks, "no-fallback", false, "forget the saved --fallback nodes")
 	fs.StringVar(&o.Handle, "handle", "", "user handle the new device belongs to (needed on the first run)")
 	fs.StringVar(&o.Device, "device", "", "device id of a new device (default term-<8 hex digits>)")
 	fs.StringVar(&o.IdentityPath, "identity", "", "import a device identity file (commucat-cli rotate-keys --identity-out) into a new state file")
@@ -85,6 +90,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	}
 	if o.Insecure && o.CAFile != "" {
 		return fail("--ca and --insecure exclude each other")
+	}
+	if o.NoFallbacks && len(o.Fallbacks) > 0 {
+		return fail("--fallback and --no-fallback exclude each other")
 	}
 	if o.StatePath == "" {
 		p, err := DefaultStatePath(*profile)

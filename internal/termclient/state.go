@@ -26,14 +26,17 @@ const maxSavedSeen = 512
 // which uses mode 0600. It never holds the session id (the REST bearer
 // token) or anything else the server keeps secret.
 type State struct {
-	Version  int              `json:"version"`
-	Server   string           `json:"server"`
-	CA       string           `json:"ca,omitempty"`      // PEM file trusted for Server (absolute path)
-	Handle   string           `json:"handle,omitempty"`  // admission hint (§4.9)
-	UserID   string           `json:"user_id,omitempty"` // the owner, learned from the handshake ACK
-	Identity *client.Identity `json:"identity"`
-	Channels []uint32         `json:"channels"`
-	Current  uint32           `json:"current,omitempty"`
+	Version int    `json:"version"`
+	Server  string `json:"server"`
+	// Fallbacks are other nodes of the same deployment, tried in turn
+	// when Server is unreachable (client.Options.FallbackURLs).
+	Fallbacks []string         `json:"fallbacks,omitempty"`
+	CA        string           `json:"ca,omitempty"`      // PEM file trusted for Server (absolute path)
+	Handle    string           `json:"handle,omitempty"`  // admission hint (§4.9)
+	UserID    string           `json:"user_id,omitempty"` // the owner, learned from the handshake ACK
+	Identity  *client.Identity `json:"identity"`
+	Channels  []uint32         `json:"channels"`
+	Current   uint32           `json:"current,omitempty"`
 	// Seen holds the most recent message keys shown, so that a message
 	// redelivered after a restart (at-least-once, §6.7) is not shown twice.
 	Seen []string `json:"seen,omitempty"`

@@ -34,8 +34,12 @@ type Options struct {
 	StatePath string // required: the state file (see DefaultStatePath)
 
 	Server string // https://host:port; saved in the state file
-	Handle string // user handle hint for the first connection (admission, §4.9)
-	Device string // device id of a new identity (default term-<8 hex>)
+	// Fallbacks, when set, replace the saved list of other nodes to try
+	// when Server is unreachable; NoFallbacks clears it.
+	Fallbacks   []string
+	NoFallbacks bool
+	Handle      string // user handle hint for the first connection (admission, §4.9)
+	Device      string // device id of a new identity (default term-<8 hex>)
 	// IdentityPath, when set, is a client.Identity JSON file (commucat-cli
 	// rotate-keys --identity-out) imported as the state's identity; a
 	// state that already holds another admitted device refuses it.
@@ -183,10 +187,11 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout io.Writer) erro
 	t.stop = cancel
 
 	t.cl = client.New(client.Options{
-		URL:       st.Server,
-		TLSConfig: tlsConf,
-		Transport: o.Transport,
-		Identity:  st.Identity,
+		URL:          st.Server,
+		FallbackURLs: st.Fallbacks,
+		TLSConfig:    tlsConf,
+		Transport:    o.Transport,
+		Identity:     st.Identity,
 		OnIdentityUpdate: func(*client.Identity) {
 			t.save() // the new device certificate
 		},
@@ -201,6 +206,9 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout io.Writer) erro
 	})
 
 	out.line("* connecting to %s as %s (state %s)", short(st.Server), short(t.self), short(sf.path))
+	if len(st.Fallbacks) > 0 {
+		out.line("* other nodes, tried when it is unreachable: %s", strings.Join(st.Fallbacks, ", "))
+	}
 	if len(st.Channels) > 0 {
 		out.line("* channels: %s%s", channelList(st.Channels), currentNote(st.Current))
 	}
@@ -268,6 +276,15 @@ func openState(o Options, out *printer) (*stateFile, error) {
 		if st.Server == "" {
 			setupErr = ErrNoServer
 			return
+		}
+		if len(o.Fallbacks) > 0 || o.NoFallbacks {
+			for _, f := range o.Fallbacks {
+				if err := checkURL("--fallback", f); err != nil {
+					setupErr = err
+					return
+				}
+			}
+			st.Fallbacks = slices.Clone(o.Fallbacks)
 		}
 		if o.CAFile != "" {
 			abs, err := filepath.Abs(o.CAFile)
@@ -348,10 +365,13 @@ func readIdentity(path string) (*client.Identity, error) {
 
 // checkServerURL accepts https://host[:port] URLs (wss:// too, as the SDK
 // does).
-func checkServerURL(s string) error {
+func checkServerURL(s string) error { return checkURL("--server", s) }
+
+// checkURL checks a server URL given with flag.
+func checkURL(flag, s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "wss") || u.Host == "" {
-		return fmt.Errorf("--server must look like https://host:port (got %q)", s)
+		return fmt.Errorf("%s must look like https://host:port (got %q)", flag, s)
 	}
 	return nil
 }
