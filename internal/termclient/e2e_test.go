@@ -557,19 +557,7 @@ func TestFallbackNode(t *testing.T) {
 	if err := p.wait(); err != nil {
 		t.Fatal(err)
 	}
-	saved := func() State {
-		t.Helper()
-		b, err := os.ReadFile(state)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var st State
-		if err := json.Unmarshal(b, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
-	if st := saved(); st.Server != dead || !slices.Equal(st.Fallbacks, []string{s.URL}) {
+	if st := readState(t, state); st.Server != dead || !slices.Equal(st.Fallbacks, []string{s.URL}) {
 		t.Fatalf("saved server %q, fallbacks %v", st.Server, st.Fallbacks)
 	}
 	q := startTerm(t, &all, "f2", Options{StatePath: state, NoFallbacks: true, Server: s.URL})
@@ -578,7 +566,7 @@ func TestFallbackNode(t *testing.T) {
 	if err := q.wait(); err != nil {
 		t.Fatal(err)
 	}
-	if st := saved(); len(st.Fallbacks) != 0 {
+	if st := readState(t, state); len(st.Fallbacks) != 0 {
 		t.Fatalf("fallbacks %v kept after --no-fallback", st.Fallbacks)
 	}
 }
