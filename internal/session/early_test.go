@@ -3,8 +3,6 @@ package session
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -237,52 +235,71 @@ func TestEarlyDeliveryUnackedIsStoredAndRedelivered(t *testing.T) {
 }
 
 // §6.7 order across early delivery, delivery after the commit and
-// redelivery: while a sender streams, the recipient acknowledges everything
-// and reconnects several times. On every connection the frames arrive in
-// the order sent with no gap (a frame acknowledged on an earlier connection
-// is not redelivered; one that was not, is), and every frame arrives.
+// redelivery: while senders stream (each on its own channel with the
+// recipient), the recipient acknowledges everything and reconnects several
+// times. On every connection each sender's frames arrive in the order sent
+// with no gap (a frame acknowledged on an earlier connection is not
+// redelivered; one that was not, is), and every frame arrives.
 func TestEarlyDeliveryOrderAcrossReconnects(t *testing.T) {
-	n := newTestNode(t, nil)
-	a := n.dial(clientOpts{device: "order-a"})
-	b := n.dial(clientOpts{device: "order-b"})
-	a.mustOK(ccp.Join, 7, `{"members":["order-b"]}`)
-	const total = 3000
-	sendDone := make(chan struct{})
-	go func() {
-		defer close(sendDone)
-		for i := 0; i < total; i++ {
-			a.send(ccp.Msg, 7, fmt.Sprintf("m%05d", i))
-			if i%10 == 9 {
-				// Spread the stream over the reconnections.
-				time.Sleep(time.Millisecond)
-			}
-		}
-	}()
-	// a's replies must be read, or its reader stops at the reply backlog.
-	acks := make(chan error, 1)
-	go func() {
-		for i := 0; i < total; {
-			f, ok := <-a.frames
-			if !ok {
-				acks <- fmt.Errorf("a's stream ended after %d ACKs", i)
-				return
-			}
-			if f.Type == ccp.Ack && f.Channel == 7 {
-				i++
-			} else if f.Type != ccp.Presence {
-				acks <- fmt.Errorf("a got %v %s", f, f.Payload)
-				return
-			}
-		}
-		acks <- nil
-	}()
+	for _, senders := range []int{1, 3} {
+		t.Run(fmt.Sprintf("senders=%d", senders), func(t *testing.T) {
+			testEarlyOrder(t, senders, 3000/senders)
+		})
+	}
+}
 
-	next := 0 // lowest index not yet received
-	reconnectAt := map[int]bool{300: true, 1100: true, 1900: true, 2600: true}
-	for conns := 1; next < total; conns++ {
-		first := true
-		prev := -1
-		for next < total {
+func testEarlyOrder(t *testing.T, senders, perSender int) {
+	n := newTestNode(t, nil)
+	b := n.dial(clientOpts{device: "order-b"})
+	total := senders * perSender
+	sendDone := make(chan struct{}, senders)
+	// The senders' replies must be read, or their readers stop at the
+	// reply backlog.
+	acks := make(chan error, senders)
+	var as []*testClient
+	for k := range senders {
+		a := n.dial(clientOpts{device: fmt.Sprintf("order-a%d", k)})
+		as = append(as, a)
+		ch := uint32(7 + k)
+		a.mustOK(ccp.Join, ch, `{"members":["order-b"]}`)
+		go func() {
+			defer func() { sendDone <- struct{}{} }()
+			for i := range perSender {
+				a.send(ccp.Msg, ch, fmt.Sprintf("s%d-m%05d", k, i))
+				if i%10 == 9 {
+					// Spread the streams over the reconnections.
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+		go func() {
+			for i := 0; i < perSender; {
+				f, ok := <-a.frames
+				if !ok {
+					acks <- fmt.Errorf("%s's stream ended after %d ACKs", a.device, i)
+					return
+				}
+				if f.Type == ccp.Ack && f.Channel == ch {
+					i++
+				} else if f.Type != ccp.Presence {
+					acks <- fmt.Errorf("%s got %v %s", a.device, f, f.Payload)
+					return
+				}
+			}
+			acks <- nil
+		}()
+	}
+
+	next := make([]int, senders) // per sender, the lowest index not yet received
+	received := 0                // sum of next
+	seen := 0                    // MSGs received, over all connections
+	reconnectAt := map[int]bool{total / 10: true, total * 4 / 10: true, total * 6 / 10: true, total * 9 / 10: true}
+	for conns := 1; received < total; conns++ {
+		prev := make([]int, senders) // per sender, the last index on this connection
+		for k := range prev {
+			prev[k] = -1
+		}
+		for received < total {
 			f := b.next()
 			if f.Type == ccp.Presence {
 				continue
@@ -290,37 +307,45 @@ func TestEarlyDeliveryOrderAcrossReconnects(t *testing.T) {
 			if f.Type != ccp.Msg {
 				t.Fatalf("b got %v %s", f, f.Payload)
 			}
-			i, err := strconv.Atoi(strings.TrimPrefix(string(f.Payload), "m"))
-			if err != nil {
+			var k, i int
+			if _, err := fmt.Sscanf(string(f.Payload), "s%d-m%d", &k, &i); err != nil || k < 0 || k >= senders {
 				t.Fatalf("payload %q", f.Payload)
 			}
 			switch {
-			case first && i > next:
-				t.Fatalf("connection %d starts at m%d: m%d..m%d lost", conns, i, next, i-1)
-			case !first && i != prev+1:
-				t.Fatalf("connection %d: m%d after m%d", conns, i, prev)
+			case prev[k] < 0 && i > next[k]:
+				t.Fatalf("connection %d: sender %d starts at m%d: m%d..m%d lost", conns, k, i, next[k], i-1)
+			case prev[k] >= 0 && i != prev[k]+1:
+				t.Fatalf("connection %d: sender %d: m%d after m%d", conns, k, i, prev[k])
 			}
-			first, prev = false, i
-			next = max(next, i+1)
+			prev[k] = i
+			if i+1 > next[k] {
+				received += i + 1 - next[k]
+				next[k] = i + 1
+			}
 			b.ackFrame(f)
-			if reconnectAt[i] {
-				delete(reconnectAt, i)
+			seen++
+			if reconnectAt[seen] {
+				delete(reconnectAt, seen)
 				break
 			}
 		}
-		if next < total {
+		if received < total {
 			b.close()
 			b = n.dial(clientOpts{device: "order-b"})
 		}
 	}
-	<-sendDone
-	if err := <-acks; err != nil {
-		t.Fatal(err)
+	for range senders {
+		<-sendDone
+		if err := <-acks; err != nil {
+			t.Fatal(err)
+		}
 	}
 	if early := counterOf(t, n.metrics.RelayEarlyAcked); early == 0 {
 		t.Logf("no entry was acknowledged before its commit (timing); order checked all the same")
 	}
 	n.waitInboxLen(t, "order-b", 0)
 	b.close()
-	a.close()
+	for _, a := range as {
+		a.close()
+	}
 }
