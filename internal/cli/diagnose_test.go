@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func TestDiagnoseFresh(t *testing.T) {
 	}
 	checkDiagKeys(t, first, "relay_oldest_at", "tls", "server", "handshake", "server_versions")
 	want := map[string]string{
-		"config": "ok", "storage": "sqlite", "storage_status": "ok", "redis": "none", "schema_version": "1",
+		"config": "ok", "storage": "sqlite", "storage_status": "ok", "redis": "none", "schema_version": strconv.Itoa(sqlite.LatestVersion()),
 		"noise_key_version": "none", "noise_public": n.init["noise_public"], "noise_rotates_at": "none",
 		"admin_tokens": "0", "users": "0", "devices_active": "0", "relay_queue": "0", "ledger_mode": "null",
 		"relay_oldest_at": "none", "tls": "ok",
@@ -351,7 +352,7 @@ func TestDiagnoseRunningServer(t *testing.T) {
 	}
 	checkDiagKeys(t, r, "relay_oldest_at", "ledger_status", "tls", "server", "handshake", "handshake_detail", "server_versions")
 	want := map[string]string{
-		"config": "ok", "storage": "sqlite", "storage_status": "ok", "redis": "none", "schema_version": "1",
+		"config": "ok", "storage": "sqlite", "storage_status": "ok", "redis": "none", "schema_version": strconv.Itoa(sqlite.LatestVersion()),
 		// The server inserted the configured key as version 1 and the
 		// configured admin token.
 		"noise_key_version": "1", "noise_public": n.init["noise_public"],

@@ -104,6 +104,11 @@ type Pairing struct {
 // Limits is the [limits] table.
 type Limits struct {
 	RelayTTL time.Duration // limits.relay_ttl
+	// MaxInboxEntries and MaxInboxBytes bound one device's inbox (entries,
+	// and bytes of payload) for durable frames sent while it is not
+	// connected to the sender's node; 0: no bound (extension keys).
+	MaxInboxEntries int64 // limits.max_inbox_entries
+	MaxInboxBytes   int64 // limits.max_inbox_bytes
 }
 
 // Rotation is the [rotation] table.

@@ -63,6 +63,8 @@ allow_server_keys = false
 
 [limits]
 relay_ttl = 3600
+max_inbox_entries = 500
+max_inbox_bytes = 0
 
 [rotation.noise]
 enabled = false
@@ -166,7 +168,7 @@ func TestFullFile(t *testing.T) {
 		Admin:    Admin{Token: "admin-token-0123456789abcdef", TokenFile: filepath.Join(d, "secrets", "admin.token")},
 		Presence: Presence{TTL: 90 * time.Second},
 		Pairing:  Pairing{TTL: 600 * time.Second, AllowServerKeys: false},
-		Limits:   Limits{RelayTTL: time.Hour},
+		Limits:   Limits{RelayTTL: time.Hour, MaxInboxEntries: 500, MaxInboxBytes: 0},
 		Rotation: Rotation{
 			Noise: RotationPolicy{Enabled: false, Interval: 24 * time.Hour, Grace: 6 * time.Hour, MaxVersions: 4},
 			Admin: RotationPolicy{Enabled: true, Interval: 12 * time.Hour, Grace: 2 * time.Hour, MaxVersions: 1},
@@ -251,6 +253,8 @@ func TestDefaultsMatchSpec(t *testing.T) {
 		{"pairing.ttl_seconds", c.Pairing.TTL, 300 * time.Second},
 		{"pairing.allow_server_keys", c.Pairing.AllowServerKeys, true},
 		{"limits.relay_ttl", c.Limits.RelayTTL, 86400 * time.Second},
+		{"limits.max_inbox_entries", c.Limits.MaxInboxEntries, int64(100000)},
+		{"limits.max_inbox_bytes", c.Limits.MaxInboxBytes, int64(256 << 20)},
 		{"rotation.noise", c.Rotation.Noise, RotationPolicy{true, 168 * time.Hour, 48 * time.Hour, 3}},
 		{"rotation.admin", c.Rotation.Admin, RotationPolicy{false, 168 * time.Hour, 72 * time.Hour, 2}},
 		{"security.require_encrypted_frames", c.Security.RequireEncryptedFrames, false},
@@ -450,6 +454,8 @@ func TestRanges(t *testing.T) {
 		{"presence.ttl_seconds", "COMMUCAT_PRESENCE_TTL", 5, open},
 		{"pairing.ttl_seconds", "COMMUCAT_PAIRING_TTL", 60, 3600},
 		{"limits.relay_ttl", "COMMUCAT_RELAY_TTL", 60, open},
+		{"limits.max_inbox_entries", "COMMUCAT_MAX_INBOX_ENTRIES", 0, open},
+		{"limits.max_inbox_bytes", "COMMUCAT_MAX_INBOX_BYTES", 0, open},
 		{"rotation.noise.interval_hours", "COMMUCAT_ROTATE_NOISE_INTERVAL_HOURS", 1, open},
 		{"rotation.noise.grace_hours", "COMMUCAT_ROTATE_NOISE_GRACE_HOURS", 1, open},
 		{"rotation.noise.max_versions", "COMMUCAT_ROTATE_NOISE_MAX_VERSIONS", 2, open},

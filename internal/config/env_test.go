@@ -50,7 +50,8 @@ var specEmptyAllowed = map[string]bool{
 
 // extensionEnv are the variables of keys this server adds to the spec's
 // table (hardening caps, see keys.go).
-var extensionEnv = map[string]bool{"COMMUCAT_MAX_CONNECTIONS_PER_IP": true, "COMMUCAT_MAX_HANDSHAKES_PER_IP": true}
+var extensionEnv = map[string]bool{"COMMUCAT_MAX_CONNECTIONS_PER_IP": true, "COMMUCAT_MAX_HANDSHAKES_PER_IP": true,
+	"COMMUCAT_MAX_INBOX_ENTRIES": true, "COMMUCAT_MAX_INBOX_BYTES": true}
 
 func TestEnvTableMatchesSpec(t *testing.T) {
 	var have []string

@@ -84,6 +84,8 @@ var keyDefs = []keyDef{
 	{name: "pairing.allow_server_keys", env: "COMMUCAT_PAIRING_SERVER_KEYS", kind: kBool, def: true},
 
 	{name: "limits.relay_ttl", env: "COMMUCAT_RELAY_TTL", kind: kInt, def: int64(86400)},
+	{name: "limits.max_inbox_entries", env: "COMMUCAT_MAX_INBOX_ENTRIES", kind: kInt, def: int64(100000)},
+	{name: "limits.max_inbox_bytes", env: "COMMUCAT_MAX_INBOX_BYTES", kind: kInt, def: int64(256 << 20)},
 
 	{name: "rotation.noise.enabled", env: "COMMUCAT_ROTATE_NOISE_ENABLED", kind: kBool, def: true},
 	{name: "rotation.noise.interval_hours", env: "COMMUCAT_ROTATE_NOISE_INTERVAL_HOURS", kind: kInt, def: int64(168)},

@@ -252,6 +252,8 @@ func (b *builder) build() Config {
 	c.Pairing.TTL = b.seconds("pairing.ttl_seconds", 60, 3600)
 	c.Pairing.AllowServerKeys = b.boolean("pairing.allow_server_keys")
 	c.Limits.RelayTTL = b.seconds("limits.relay_ttl", 60, maxSeconds)
+	c.Limits.MaxInboxEntries = b.integer("limits.max_inbox_entries", 0, math.MaxInt64)
+	c.Limits.MaxInboxBytes = b.integer("limits.max_inbox_bytes", 0, math.MaxInt64)
 
 	// [rotation.noise], [rotation.admin]
 	c.Rotation.Noise = RotationPolicy{

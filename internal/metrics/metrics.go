@@ -44,6 +44,7 @@ const (
 	NameRateLimitFrames        = "commucat_rate_limit_frames"
 	NameRelayExpired           = "commucat_relay_expired"
 	NameRelayEarlyAcked        = "commucat_relay_early_acked"
+	NameRelayInboxFull         = "commucat_relay_inbox_full"
 	NameHandshakeDuration      = "commucat_handshake_duration_seconds"
 	NameFrameHandlingDuration  = "commucat_frame_handling_duration_seconds"
 	NameRelayStoreDuration     = "commucat_relay_store_duration_seconds"
@@ -146,6 +147,7 @@ type Metrics struct {
 	RateLimitFrames       prometheus.Counter
 	RelayExpired          prometheus.Counter
 	RelayEarlyAcked       prometheus.Counter
+	RelayInboxFull        prometheus.Counter
 
 	// HandshakeDuration has the label pattern (XK, IK).
 	HandshakeDuration *prometheus.HistogramVec
@@ -206,6 +208,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		RelayExpired:          counter(NameRelayExpired, "Inbox entries deleted after limits.relay_ttl."),
 		RelayEarlyAcked: counter(NameRelayEarlyAcked,
 			"Inbox entries not written: the online recipient acknowledged the frame, delivered before the commit, first."),
+		RelayInboxFull: counter(NameRelayInboxFull,
+			"Durable frames refused because a recipient's inbox was full (limits.max_inbox_entries, limits.max_inbox_bytes)."),
 
 		HandshakeDuration: histogramVec(NameHandshakeDuration,
 			"Time from stream start to the handshake ACK.", LabelPattern, HandshakePatterns()),
@@ -226,7 +230,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.MultipathPaths, m.CensorshipDeflections, m.CallsActive, m.CallsTotal,
 		m.CallVoiceFrames, m.CallVideoFrames, m.RateLimitHTTP, m.RateLimitConnect,
 		m.SecretRotationsNoise, m.SecretRotationsAdmin, m.RateLimitFrames, m.RelayExpired,
-		m.RelayEarlyAcked,
+		m.RelayEarlyAcked, m.RelayInboxFull,
 		m.HandshakeDuration, m.FrameHandlingDuration, m.RelayStoreDuration,
 		m.DeliveryLatency, m.HTTPRequestDuration, m.MediaTranscodeDuration,
 	)

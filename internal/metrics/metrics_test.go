@@ -36,6 +36,7 @@ var spec13 = []struct{ name, typ, help, label string }{
 	{"commucat_rate_limit_frames", "counter", "Frames denied by the per-connection limiter.", ""},
 	{"commucat_relay_expired", "counter", "Inbox entries deleted after limits.relay_ttl.", ""},
 	{"commucat_relay_early_acked", "counter", "Inbox entries not written: the online recipient acknowledged the frame, delivered before the commit, first.", ""},
+	{"commucat_relay_inbox_full", "counter", "Durable frames refused because a recipient's inbox was full (limits.max_inbox_entries, limits.max_inbox_bytes).", ""},
 	{"commucat_handshake_duration_seconds", "histogram", "Time from stream start to the handshake ACK.", "pattern"},
 	{"commucat_frame_handling_duration_seconds", "histogram", "Time from receiving a frame to sending its reply or finishing it.", "type"},
 	{"commucat_relay_store_duration_seconds", "histogram", "Time to store a durable frame for all its recipients.", ""},

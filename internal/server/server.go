@@ -244,6 +244,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		AutoApprove: c.Server.AutoApproveDevices, MaxAutoDevices: c.Server.MaxAutoDevicesPerUser,
 		Keepalive: c.Server.ConnectionKeepalive, HandshakeTimeout: c.Server.HandshakeTimeout,
 		RelayTTL: c.Limits.RelayTTL, PresenceTTL: c.Presence.TTL, OpenChannels: c.Security.OpenChannels,
+		MaxInboxEntries: c.Limits.MaxInboxEntries, MaxInboxBytes: c.Limits.MaxInboxBytes,
 		Federation: c.Federation.Enabled,
 		FrameLimit: ratelimit.Config{Burst: fl.Burst, Window: fl.Window, Penalty: fl.Penalty},
 		NodeID:     c.Server.NodeID,

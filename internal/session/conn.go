@@ -78,8 +78,11 @@ type conn struct {
 	commits       sync.WaitGroup
 	// routes: per recipient, how the last durable frame of this
 	// connection goes to it (see deliverEarly; the reader goroutine only).
-	routes     map[string]route
-	prunePast  int
+	routes    map[string]route
+	prunePast int
+	// quota: inbox usage of away recipients (checkInboxQuota; the reader
+	// goroutine only).
+	quota      map[string]quotaView
 	durMu      sync.Mutex
 	durQ       []pendingWrite
 	durRunning bool

@@ -405,6 +405,9 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 	if e != nil {
 		return nil, e
 	}
+	if e := c.checkInboxQuota(ctx, entries, len(payload)); e != nil {
+		return nil, e
+	}
 	if len(entries) > 0 {
 		early, to := c.deliverEarly(entries)
 		cm := c.storeAsync(entries, early)
@@ -415,6 +418,83 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 	}
 	return ackPayload(f.Sequence), nil
 }
+
+// checkInboxQuota refuses a durable frame when the inbox of a recipient
+// that is not connected to this node cannot take one more entry of size
+// bytes (limits.max_inbox_entries, limits.max_inbox_bytes): nobody can
+// fill the server's disk through the inbox of a device that is away.
+// Recipients connected here are not checked: they take the frame at once
+// (early delivery) and their inbox only holds what they have not yet
+// acknowledged.
+//
+// The bound is soft. The usage a connection read is reused for
+// quotaViewTTL, with what this connection added since counted in, so a
+// sender streaming to an away device costs one read per second rather than
+// one per frame (the usage changes only by others' frames and by the
+// recipient's ACKs meanwhile); entries still waiting for their commit are
+// not counted either.
+func (c *conn) checkInboxQuota(ctx context.Context, entries []store.InboxEntry, size int) *protoErr {
+	cfg := &c.m.cfg
+	if cfg.MaxInboxEntries <= 0 && cfg.MaxInboxBytes <= 0 {
+		return nil
+	}
+	now := c.m.d.Now()
+	var away, stale []string
+	for _, e := range entries {
+		if c.m.d.Router.Registry.Lookup(e.Recipient) != nil {
+			continue
+		}
+		away = append(away, e.Recipient)
+		if v, ok := c.quota[e.Recipient]; !ok || now.Sub(v.at) >= quotaViewTTL || v.at.After(now) {
+			stale = append(stale, e.Recipient)
+		}
+	}
+	if len(away) == 0 {
+		return nil
+	}
+	if len(stale) > 0 {
+		usage, err := c.m.d.Store.InboxUsage(ctx, stale)
+		if err != nil {
+			c.log.Error("reading inbox usage", "err", err)
+			return errInternal
+		}
+		if c.quota == nil || len(c.quota) >= maxQuotaViews {
+			c.quota = make(map[string]quotaView) // forget the old views
+		}
+		for _, r := range stale {
+			c.quota[r] = quotaView{u: usage[r], at: now}
+		}
+	}
+	for _, r := range away {
+		u := c.quota[r].u
+		if (cfg.MaxInboxEntries > 0 && u.Entries >= cfg.MaxInboxEntries) ||
+			(cfg.MaxInboxBytes > 0 && u.Bytes+int64(size) > cfg.MaxInboxBytes) {
+			c.m.d.Metrics.RelayInboxFull.Inc()
+			return perr(ccp.TitleTooManyRequests, "the inbox of device "+r+" is full; try again later")
+		}
+	}
+	for _, r := range away {
+		v := c.quota[r]
+		v.u.Entries++
+		v.u.Bytes += int64(size)
+		c.quota[r] = v
+	}
+	return nil
+}
+
+// quotaView is a connection's view of an away recipient's inbox usage:
+// read at at, plus what this connection added since.
+type quotaView struct {
+	u  store.InboxUsage
+	at time.Time
+}
+
+const (
+	// quotaViewTTL is how long a quotaView is reused.
+	quotaViewTTL = time.Second
+	// maxQuotaViews bounds the views one connection keeps.
+	maxQuotaViews = 256
+)
 
 // Early delivery (§6.7). A durable frame is handed to a recipient that is
 // connected to this node at once, while its inbox entry waits for the

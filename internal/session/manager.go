@@ -102,11 +102,16 @@ type Config struct {
 	Keepalive        time.Duration
 	HandshakeTimeout time.Duration
 	RelayTTL         time.Duration
-	PresenceTTL      time.Duration
-	OpenChannels     bool
-	Federation       bool
-	FrameLimit       ratelimit.Config
-	NodeID           string
+	// MaxInboxEntries and MaxInboxBytes bound the inbox of a recipient that
+	// is not connected to this node (limits.max_inbox_entries,
+	// limits.max_inbox_bytes); 0: no bound.
+	MaxInboxEntries int64
+	MaxInboxBytes   int64
+	PresenceTTL     time.Duration
+	OpenChannels    bool
+	Federation      bool
+	FrameLimit      ratelimit.Config
+	NodeID          string
 }
 
 // KeySource returns the non-expired Noise keys, newest first.

@@ -140,6 +140,13 @@ type InboxEntry struct {
 	ExpiresAt  time.Time
 }
 
+// InboxUsage is what a device's inbox holds: its entries and the bytes of
+// their payloads (table inbox_usage, kept by the backends' triggers).
+type InboxUsage struct {
+	Entries int64
+	Bytes   int64
+}
+
 // NoiseKey is a row of `noise_keys` (§10.4).
 type NoiseKey struct {
 	Version    int
@@ -257,6 +264,9 @@ type Queries interface {
 	DeleteInboxOf(ctx context.Context, recipient string) error
 	// PurgeExpiredInbox deletes entries with expires_at <= now.
 	PurgeExpiredInbox(ctx context.Context, now time.Time) (int64, error)
+	// InboxUsage returns the usage of each recipient's inbox; a recipient
+	// with an empty inbox may be missing from the map.
+	InboxUsage(ctx context.Context, recipients []string) (map[string]InboxUsage, error)
 	// InboxStats returns the number of entries and the created_at of the
 	// oldest (zero time when empty).
 	InboxStats(ctx context.Context) (count int64, oldest time.Time, err error)

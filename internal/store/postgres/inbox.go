@@ -240,6 +240,31 @@ func (q *queries) PurgeExpiredInbox(ctx context.Context, now time.Time) (int64, 
 	return exec(ctx, q.db, "purge expired inbox", `DELETE FROM relay_queue WHERE expires_at <= $1`, now)
 }
 
+func (q *queries) InboxUsage(ctx context.Context, recipients []string) (map[string]store.InboxUsage, error) {
+	out := make(map[string]store.InboxUsage, len(recipients))
+	if len(recipients) == 0 {
+		return out, nil
+	}
+	rows, err := q.db.Query(ctx,
+		`SELECT recipient_device, entries, bytes FROM inbox_usage WHERE recipient_device = ANY ($1::text[])`, recipients)
+	if err != nil {
+		return nil, wrap("inbox usage", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r string
+		var u store.InboxUsage
+		if err := rows.Scan(&r, &u.Entries, &u.Bytes); err != nil {
+			return nil, wrap("inbox usage", err)
+		}
+		out[r] = u
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("inbox usage", err)
+	}
+	return out, nil
+}
+
 func (q *queries) InboxStats(ctx context.Context) (count int64, oldest time.Time, err error) {
 	var created *time.Time
 	err = q.db.QueryRow(ctx, `SELECT count(*), min(created_at) FROM relay_queue`).Scan(&count, &created)

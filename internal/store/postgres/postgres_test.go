@@ -205,6 +205,7 @@ func TestMigrationCreatesEveryTable(t *testing.T) {
 		"users", "devices", "sessions", "relay_queue", "channels", "channel_members", "groups",
 		"group_members", "pairing_codes", "device_key_events", "admin_tokens", "noise_keys",
 		"noise_config", "federation_peers", "federation_outbox", "user_blobs", "schema_migrations",
+		"inbox_usage",
 	}
 	for _, name := range want {
 		var ok bool
@@ -559,4 +560,21 @@ func TestForeignKeyCascade(t *testing.T) {
 	if _, err := s.GetUserBlob(ctx, "u1", "friends"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("user blob after user deletion: %v", err)
 	}
+}
+
+// Migration 2 fills inbox_usage from the entries already queued.
+func TestMigrationInboxUsageBackfill(t *testing.T) {
+	all := migrations
+	t.Cleanup(func() { migrations = all })
+	migrations = all[:1]
+	s := openDSN(t, freshDatabase(t))
+	if _, v, err := s.Migrate(t.Context()); err != nil || v != 1 {
+		t.Fatalf("Migrate to 1: %d, %v", v, err)
+	}
+	storetest.InboxUsageBackfill(t, s, func() {
+		migrations = all
+		if _, v, err := s.Migrate(t.Context()); err != nil || v != len(all) {
+			t.Fatalf("Migrate to %d: %d, %v", len(all), v, err)
+		}
+	})
 }

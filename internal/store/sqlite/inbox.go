@@ -187,6 +187,40 @@ func (q *queries) PurgeExpiredInbox(ctx context.Context, now time.Time) (int64, 
 		`DELETE FROM relay_queue WHERE expires_at <= ?`, toMicros(now))
 }
 
+func (q *queries) InboxUsage(ctx context.Context, recipients []string) (map[string]store.InboxUsage, error) {
+	out := make(map[string]store.InboxUsage, len(recipients))
+	args := make([]any, 0, min(len(recipients), idChunk))
+	for rest := recipients; len(rest) > 0; {
+		n := min(len(rest), idChunk)
+		args = args[:0]
+		for _, r := range rest[:n] {
+			args = append(args, r)
+		}
+		rest = rest[n:]
+		rows, err := q.r.QueryContext(ctx,
+			`SELECT recipient_device, entries, bytes FROM inbox_usage WHERE recipient_device IN (`+list(n)+`)`, args...)
+		if err != nil {
+			return nil, wrap("inbox usage", err)
+		}
+		for rows.Next() {
+			var r string
+			var u store.InboxUsage
+			if err := rows.Scan(&r, &u.Entries, &u.Bytes); err != nil {
+				rows.Close()
+				return nil, wrap("inbox usage", err)
+			}
+			out[r] = u
+		}
+		if err := rows.Close(); err != nil {
+			return nil, wrap("inbox usage", err)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, wrap("inbox usage", err)
+		}
+	}
+	return out, nil
+}
+
 func (q *queries) InboxStats(ctx context.Context) (count int64, oldest time.Time, err error) {
 	var created sql.NullInt64
 	err = q.r.QueryRowContext(ctx, `SELECT count(*), min(created_at) FROM relay_queue`).Scan(&count, &created)

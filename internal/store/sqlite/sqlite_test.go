@@ -104,6 +104,7 @@ func TestMigrationCreatesEveryTable(t *testing.T) {
 		"users", "devices", "sessions", "relay_queue", "channels", "channel_members", "groups",
 		"group_members", "pairing_codes", "device_key_events", "admin_tokens", "noise_keys",
 		"noise_config", "federation_peers", "federation_outbox", "user_blobs", "schema_migrations",
+		"inbox_usage",
 	}
 	for _, name := range want {
 		var n int
@@ -322,4 +323,26 @@ func TestForeignKeyCascade(t *testing.T) {
 	if n != 0 {
 		t.Errorf("pairing codes after user deletion: %d", n)
 	}
+}
+
+// Migration 2 fills inbox_usage from the entries already queued.
+func TestMigrationInboxUsageBackfill(t *testing.T) {
+	ctx := t.Context()
+	all := migrations
+	t.Cleanup(func() { migrations = all })
+	migrations = all[:1]
+	s, err := Open(ctx, t.TempDir()+"/db.sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, v, err := s.Migrate(ctx); err != nil || v != 1 {
+		t.Fatalf("Migrate to 1: %d, %v", v, err)
+	}
+	storetest.InboxUsageBackfill(t, s, func() {
+		migrations = all
+		if _, v, err := s.Migrate(ctx); err != nil || v != len(all) {
+			t.Fatalf("Migrate to %d: %d, %v", len(all), v, err)
+		}
+	})
 }

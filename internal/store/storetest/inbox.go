@@ -283,3 +283,110 @@ func testInboxLargeBatch(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// usageOf returns the recipients' inbox usage, zero for those missing.
+func usageOf(t testing.TB, s store.Store, recipients ...string) []store.InboxUsage {
+	t.Helper()
+	m, err := s.InboxUsage(t.Context(), recipients)
+	noErr(t, err, "InboxUsage")
+	out := make([]store.InboxUsage, len(recipients))
+	for i, r := range recipients {
+		out[i] = m[r]
+	}
+	return out
+}
+
+func wantUsage(t testing.TB, s store.Store, what string, recipients []string, want ...store.InboxUsage) {
+	t.Helper()
+	if got := usageOf(t, s, recipients...); !slices.Equal(got, want) {
+		t.Errorf("%s: InboxUsage(%v) = %v, want %v", what, recipients, got, want)
+	}
+}
+
+// InboxUsage follows every way an entry comes or goes: insert, delete,
+// delete-all, purge; a failed or rolled-back insert changes nothing.
+func testInboxUsage(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustUser(t, s, "u1")
+	for _, d := range []string{"r1", "r2", "sender"} {
+		mustDevice(t, s, "u1", d, t0)
+	}
+	both := []string{"r1", "r2"}
+	wantUsage(t, s, "empty", both, store.InboxUsage{}, store.InboxUsage{})
+	if m, err := s.InboxUsage(ctx, nil); err != nil || len(m) != 0 {
+		t.Errorf("InboxUsage(nil) = %v, %v", m, err)
+	}
+
+	ids := enqueue(t, s, entry("u-a", "r1", at(1), []byte("aa")), entry("u-b", "r1", at(2), []byte("bbb")), entry("u-c", "r2", at(3), nil))
+	wantUsage(t, s, "after insert", both, store.InboxUsage{Entries: 2, Bytes: 5}, store.InboxUsage{Entries: 1})
+
+	_, err := s.EnqueueInbox(ctx, []store.InboxEntry{entry("u-d", "r1", at(4), []byte("dddd")), entry("u-a", "r1", at(4), []byte("x"))})
+	isErr(t, err, store.ErrConflict, "EnqueueInbox duplicate envelope")
+	wantUsage(t, s, "after a failed insert", both, store.InboxUsage{Entries: 2, Bytes: 5}, store.InboxUsage{Entries: 1})
+
+	errRollback := fmt.Errorf("roll back")
+	err = s.Tx(ctx, func(q store.Queries) error {
+		if _, err := q.EnqueueInbox(ctx, []store.InboxEntry{entry("u-e", "r2", at(5), []byte("eeeee"))}); err != nil {
+			return err
+		}
+		if u, err := q.InboxUsage(ctx, []string{"r2"}); err != nil || u["r2"] != (store.InboxUsage{Entries: 2, Bytes: 5}) {
+			t.Errorf("InboxUsage inside the transaction = %v, %v", u, err)
+		}
+		return errRollback
+	})
+	isErr(t, err, errRollback, "Tx")
+	wantUsage(t, s, "after a rolled-back insert", both, store.InboxUsage{Entries: 2, Bytes: 5}, store.InboxUsage{Entries: 1})
+
+	noErr(t, s.DeleteInbox(ctx, "r1", ids[:1]), "DeleteInbox")
+	wantUsage(t, s, "after DeleteInbox", both, store.InboxUsage{Entries: 1, Bytes: 3}, store.InboxUsage{Entries: 1})
+	noErr(t, s.DeleteInbox(ctx, "r2", ids[:1]), "DeleteInbox of another recipient's id")
+	wantUsage(t, s, "after deleting nothing", both, store.InboxUsage{Entries: 1, Bytes: 3}, store.InboxUsage{Entries: 1})
+
+	// r2's entry expires at at(3)+1h; r1's at at(2)+1h.
+	n, err := s.PurgeExpiredInbox(ctx, at(3).Add(time.Hour))
+	noErr(t, err, "PurgeExpiredInbox")
+	if n != 2 {
+		t.Errorf("PurgeExpiredInbox removed %d entries, want 2", n)
+	}
+	wantUsage(t, s, "after the purge", both, store.InboxUsage{}, store.InboxUsage{})
+
+	enqueue(t, s, entry("u-f", "r1", at(6), []byte("f")), entry("u-g", "r1", at(7), []byte("gg")))
+	noErr(t, s.DeleteInboxOf(ctx, "r1"), "DeleteInboxOf")
+	wantUsage(t, s, "after DeleteInboxOf", both, store.InboxUsage{}, store.InboxUsage{})
+
+	// More recipients than one query takes at once.
+	var many []string
+	var entries []store.InboxEntry
+	for i := range 150 {
+		d := fmt.Sprintf("m%03d", i)
+		mustDevice(t, s, "u1", d, t0)
+		many = append(many, d)
+		entries = append(entries, entry("u-m"+d, d, at(8), make([]byte, i)))
+	}
+	enqueue(t, s, entries...)
+	got := usageOf(t, s, many...)
+	for i, u := range got {
+		if u != (store.InboxUsage{Entries: 1, Bytes: int64(i)}) {
+			t.Fatalf("InboxUsage(%s) = %v, want 1 entry of %d bytes", many[i], u, i)
+		}
+	}
+}
+
+// InboxUsageBackfill checks the migration that adds inbox_usage: s is a
+// store at the schema version before it; migrate applies the rest. The
+// usage of the entries queued before must be there afterwards.
+func InboxUsageBackfill(t *testing.T, s store.Store, migrate func()) {
+	t.Helper()
+	mustUser(t, s, "u1")
+	for _, d := range []string{"r1", "r2", "r3"} {
+		mustDevice(t, s, "u1", d, t0)
+	}
+	enqueue(t, s, entry("b-1", "r1", at(1), make([]byte, 10)), entry("b-2", "r1", at(2), make([]byte, 20)),
+		entry("b-3", "r2", at(3), make([]byte, 30)))
+	migrate()
+	wantUsage(t, s, "after the migration", []string{"r1", "r2", "r3"},
+		store.InboxUsage{Entries: 2, Bytes: 30}, store.InboxUsage{Entries: 1, Bytes: 30}, store.InboxUsage{})
+	// And the triggers run from then on.
+	enqueue(t, s, entry("b-4", "r3", at(4), make([]byte, 5)))
+	wantUsage(t, s, "after an insert", []string{"r3"}, store.InboxUsage{Entries: 1, Bytes: 5})
+}

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Inbox", func(t *testing.T) { testInbox(t, open(t)) })
 	t.Run("InboxPayloads", func(t *testing.T) { testInboxPayloads(t, open(t)) })
 	t.Run("InboxLargeBatch", func(t *testing.T) { testInboxLargeBatch(t, open(t)) })
+	t.Run("InboxUsage", func(t *testing.T) { testInboxUsage(t, open(t)) })
 	t.Run("NoiseKeys", func(t *testing.T) { testNoiseKeys(t, open(t)) })
 	t.Run("NoiseConfig", func(t *testing.T) { testNoiseConfig(t, open(t)) })
 	t.Run("Tx", func(t *testing.T) { testTx(t, open(t)) })
