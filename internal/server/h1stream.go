@@ -142,6 +142,45 @@ func (t *h1Stream) end() {
 	_ = t.conn.Close()
 }
 
+// lightHijacker hands the WebSocket library the connection with buffers
+// of wsReadBuf and wsWriteBuf bytes instead of net/http's 4 KiB each, which
+// the library would keep for the life of the socket (idle memory). A
+// message larger than the write buffer goes out as two TLS records instead
+// of one.
+type lightHijacker struct{ http.ResponseWriter }
+
+// Buffer sizes of a WebSocket (lightHijacker): a read buffer for frame
+// headers (payloads larger than it are read directly), a write buffer that
+// holds a typical chat message and its header.
+const (
+	wsReadBuf  = 512
+	wsWriteBuf = 2048
+)
+
+func (h lightHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := brw.Writer.Flush(); err != nil { // nothing is expected to be buffered
+		conn.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, wsReadBuf)
+	if n := brw.Reader.Buffered(); n > 0 {
+		// Bytes the client sent right after the upgrade request must be
+		// in the returned reader's buffer: the library takes what is
+		// buffered there and reads the rest from conn itself.
+		early, _ := brw.Reader.Peek(n)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(wsReadBuf, n))
+		if _, err := br.Peek(n); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+	}
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuf)), nil
+}
+
 // hijackedStreams tracks the /connect streams net/http no longer knows
 // about (HTTP/1.1 streams taken over, WebSockets), so that the server can
 // end them and wait for them when it stops: http.Server.Shutdown does not.

@@ -146,3 +146,81 @@ func TestH1StreamEndsAtShutdown(t *testing.T) {
 	_, _ = io.ReadAll(r.resp.Body)
 	r.wantClosed(t)
 }
+
+// A WebSocket client may send its first message in the same write as the
+// upgrade request: the server must not lose it (the socket is handed to
+// the WebSocket library with buffers of our own, lightHijacker).
+func TestWebSocketFirstMessageWithUpgrade(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	cfg := s.TLS().Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(s.URL, "https://"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	head := "GET /connect HTTP/1.1\r\nHost: commucat.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: commucat.ccp1\r\n\r\n"
+	if _, err := conn.Write(append([]byte(head), wsClientFrame(legacyHello(t, s, "wsfirst"))...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	msg := wsReadFrame(t, br)
+	f, err := ccp.NewReader(bytes.NewReader(msg), ccp.V1).ReadFrame()
+	if err != nil || f.Type != ccp.Auth || f.Sequence != 1 {
+		t.Fatalf("AUTH: %v %v", f, err)
+	}
+}
+
+// wsClientFrame is one masked binary WebSocket frame (RFC 6455 §5.2).
+func wsClientFrame(p []byte) []byte {
+	b := []byte{0x82}
+	switch {
+	case len(p) < 126:
+		b = append(b, 0x80|byte(len(p)))
+	case len(p) < 1<<16:
+		b = append(b, 0x80|126, byte(len(p)>>8), byte(len(p)))
+	default:
+		panic("frame too large for this helper")
+	}
+	mask := []byte{1, 2, 3, 4}
+	b = append(b, mask...)
+	for i, c := range p {
+		b = append(b, c^mask[i%4])
+	}
+	return b
+}
+
+// wsReadFrame reads one unmasked binary server frame.
+func wsReadFrame(t *testing.T, br *bufio.Reader) []byte {
+	t.Helper()
+	h := make([]byte, 2)
+	if _, err := io.ReadFull(br, h); err != nil {
+		t.Fatal(err)
+	}
+	if h[0] != 0x82 || h[1]&0x80 != 0 {
+		t.Fatalf("frame header %x", h)
+	}
+	n := int(h[1] & 0x7f)
+	switch n {
+	case 126:
+		e := make([]byte, 2)
+		if _, err := io.ReadFull(br, e); err != nil {
+			t.Fatal(err)
+		}
+		n = int(e[0])<<8 | int(e[1])
+	case 127:
+		t.Fatal("unexpectedly large frame")
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(br, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -179,7 +179,7 @@ func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if r.Method == http.MethodGet {
-		h.connectWebSocket(w, r, ip)
+		handedOff = h.connectWebSocket(w, r, ip, release)
 		return
 	}
 	kind := "http2"
@@ -271,28 +271,37 @@ func headerHasToken(h http.Header, key, token string) bool {
 	return false
 }
 
-func (h *handler) connectWebSocket(w http.ResponseWriter, r *http.Request, ip netip.Addr) {
+// connectWebSocket accepts the upgrade and runs the stream on a goroutine
+// of its own, so that net/http's goroutine, and with it the request, can
+// go (as for HTTP/1.1, h1stream.go); the socket gets smaller buffers than
+// net/http's (lightHijacker). It reports whether it took over release.
+func (h *handler) connectWebSocket(w http.ResponseWriter, r *http.Request, ip netip.Addr, release func()) bool {
 	s := h.s
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	c, err := websocket.Accept(lightHijacker{w}, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{"commucat.ccp1"},
 		InsecureSkipVerify: true, // §3.5: Origin is not checked; authentication is in-band
 	})
 	if err != nil {
-		return
+		return false
 	}
 	t := newWSTransport(c)
 	s.hijacked.add(t)
-	defer s.hijacked.done(t)
-	liveness := new(session.Liveness)
-	stopPings := t.startPings(s.cfg.Keepalive, liveness)
-	defer stopPings()
-	reason := s.serveStream(r.Context(), t, ip, "websocket", liveness)
-	code := closeCode(reason)
-	if t.textClose {
-		code = websocket.StatusUnsupportedData
-	}
-	t.closeWith(code, "")
-	<-t.ctx.Done()
+	ctx := context.WithoutCancel(r.Context())
+	go func() {
+		defer s.hijacked.done(t)
+		defer release()
+		liveness := new(session.Liveness)
+		stopPings := t.startPings(s.cfg.Keepalive, liveness)
+		defer stopPings()
+		reason := s.serveStream(ctx, t, ip, "websocket", liveness)
+		code := closeCode(reason)
+		if t.textClose {
+			code = websocket.StatusUnsupportedData
+		}
+		t.closeWith(code, "")
+		<-t.ctx.Done()
+	}()
+	return true
 }
 
 // serveStream runs one /connect stream through the session manager.
