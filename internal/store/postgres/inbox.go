@@ -237,7 +237,22 @@ func (q *queries) DeleteInboxOf(ctx context.Context, recipient string) error {
 }
 
 func (q *queries) PurgeExpiredInbox(ctx context.Context, now time.Time) (int64, error) {
-	return exec(ctx, q.db, "purge expired inbox", `DELETE FROM relay_queue WHERE expires_at <= $1`, now)
+	n, err := exec(ctx, q.db, "purge expired inbox", `DELETE FROM relay_queue WHERE expires_at <= $1`, now)
+	if err != nil {
+		return n, err
+	}
+	// Fold the usage deltas (0002_inbox_usage.sql) into one row per
+	// device. Rows inserted meanwhile are not in the statement's snapshot
+	// and stay; a concurrent fold on another node waits for this one's
+	// row locks and then skips the rows it deleted.
+	_, err = exec(ctx, q.db, "fold inbox usage", `WITH folded AS (
+			DELETE FROM inbox_usage WHERE recipient_device IN
+				(SELECT recipient_device FROM inbox_usage GROUP BY recipient_device HAVING count(*) > 1)
+			RETURNING *)
+		INSERT INTO inbox_usage (recipient_device, entries, bytes)
+		SELECT recipient_device, sum(entries), sum(bytes) FROM folded GROUP BY recipient_device
+		HAVING sum(entries) <> 0 OR sum(bytes) <> 0`)
+	return n, err
 }
 
 func (q *queries) InboxUsage(ctx context.Context, recipients []string) (map[string]store.InboxUsage, error) {
@@ -246,7 +261,8 @@ func (q *queries) InboxUsage(ctx context.Context, recipients []string) (map[stri
 		return out, nil
 	}
 	rows, err := q.db.Query(ctx,
-		`SELECT recipient_device, entries, bytes FROM inbox_usage WHERE recipient_device = ANY ($1::text[])`, recipients)
+		`SELECT recipient_device, sum(entries)::bigint, sum(bytes)::bigint FROM inbox_usage
+		WHERE recipient_device = ANY ($1::text[]) GROUP BY recipient_device`, recipients)
 	if err != nil {
 		return nil, wrap("inbox usage", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -577,4 +578,99 @@ func TestMigrationInboxUsageBackfill(t *testing.T) {
 			t.Fatalf("Migrate to %d: %d, %v", len(all), v, err)
 		}
 	})
+}
+
+// Two nodes writing inbox entries for the same recipients in opposite
+// orders (each transaction deletes for one and inserts for the other, as
+// the inbox writer's group commits do) never deadlock on the usage
+// bookkeeping, and the fold in PurgeExpiredInbox keeps the sums while it
+// leaves one row per device.
+func TestInboxUsageConcurrentWriters(t *testing.T) {
+	ctx := t.Context()
+	dsn := freshDatabase(t)
+	a := openDSN(t, dsn)
+	if _, _, err := a.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := openDSN(t, dsn)
+	now := time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC)
+	if err := a.CreateUser(ctx, store.User{ID: "u", Handle: "u", CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"x", "y"} {
+		if err := a.CreateDevice(ctx, store.Device{ID: d, UserID: "u", Status: store.DeviceActive, CreatedAt: now, UpdatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const rounds = 30
+	entry := func(env, r string) store.InboxEntry {
+		return store.InboxEntry{EnvelopeID: env, Recipient: r, Sender: "s", Channel: 1, FrameType: 3,
+			Payload: []byte("12345"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	queued := map[string][]int64{}
+	for _, r := range []string{"x", "y"} {
+		for i := range rounds {
+			ids, err := a.EnqueueInbox(ctx, []store.InboxEntry{entry("pre-"+r+strconv.Itoa(i), r)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			queued[r] = append(queued[r], ids...)
+		}
+	}
+	// Each transaction deletes an entry of one recipient, pauses so that
+	// the other node's transaction overlaps it, and inserts one for the
+	// other recipient: with a shared per-device counter row the two would
+	// take the two rows in opposite orders.
+	run := func(s *Store, tag, del, ins string, errc chan<- error) {
+		for i := range rounds {
+			err := s.Tx(ctx, func(q store.Queries) error {
+				if err := q.DeleteInbox(ctx, del, queued[del][i:i+1]); err != nil {
+					return err
+				}
+				time.Sleep(2 * time.Millisecond)
+				_, err := q.EnqueueInbox(ctx, []store.InboxEntry{entry(tag+strconv.Itoa(i), ins)})
+				return err
+			})
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}
+	errc := make(chan error, 2)
+	go run(a, "a", "x", "y", errc)
+	go run(b, "b", "y", "x", errc)
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(r string) int64 {
+		var n int64
+		if err := a.pool.QueryRow(ctx, `SELECT count(*) FROM relay_queue WHERE recipient_device = $1`, r).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before, err := a.InboxUsage(ctx, []string{"x", "y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"x", "y"} {
+		if n := count(r); before[r] != (store.InboxUsage{Entries: n, Bytes: 5 * n}) {
+			t.Errorf("usage of %s = %v, want %d entries of 5 bytes", r, before[r], n)
+		}
+	}
+	if _, err := a.PurgeExpiredInbox(ctx, now); err != nil { // expires nothing, folds
+		t.Fatal(err)
+	}
+	after, err := a.InboxUsage(ctx, []string{"x", "y"})
+	if err != nil || after["x"] != before["x"] || after["y"] != before["y"] {
+		t.Fatalf("usage after the fold = %v, %v; want %v", after, err, before)
+	}
+	var rows int
+	if err := a.pool.QueryRow(ctx, `SELECT count(*) FROM inbox_usage`).Scan(&rows); err != nil || rows != 2 {
+		t.Errorf("inbox_usage holds %d rows after the fold, want 2 (%v)", rows, err)
+	}
 }
