@@ -405,19 +405,7 @@ func TestTwoStores(t *testing.T) {
 // a reader paging with ListInbox(after) skips nothing.
 func TestEnqueueCommitOrder(t *testing.T) {
 	ctx := t.Context()
-	dsn := freshDatabase(t)
-	a := openDSN(t, dsn)
-	if _, _, err := a.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	b := openDSN(t, dsn)
-	now := time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC)
-	if err := a.CreateUser(ctx, store.User{ID: "u1", Handle: "alice", CreatedAt: now, UpdatedAt: now}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.CreateDevice(ctx, store.Device{ID: "d1", UserID: "u1", Status: store.DeviceActive, CreatedAt: now, UpdatedAt: now}); err != nil {
-		t.Fatal(err)
-	}
+	a, b, now := twoNodes(t, "d1")
 	entry := func(env string) store.InboxEntry {
 		return store.InboxEntry{EnvelopeID: env, Recipient: "d1", Sender: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour), Payload: []byte{1}}
 	}
@@ -587,21 +575,7 @@ func TestMigrationInboxUsageBackfill(t *testing.T) {
 // leaves one row per device.
 func TestInboxUsageConcurrentWriters(t *testing.T) {
 	ctx := t.Context()
-	dsn := freshDatabase(t)
-	a := openDSN(t, dsn)
-	if _, _, err := a.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	b := openDSN(t, dsn)
-	now := time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC)
-	if err := a.CreateUser(ctx, store.User{ID: "u", Handle: "u", CreatedAt: now, UpdatedAt: now}); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{"x", "y"} {
-		if err := a.CreateDevice(ctx, store.Device{ID: d, UserID: "u", Status: store.DeviceActive, CreatedAt: now, UpdatedAt: now}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b, now := twoNodes(t, "x", "y")
 	const rounds = 30
 	entry := func(env, r string) store.InboxEntry {
 		return store.InboxEntry{EnvelopeID: env, Recipient: r, Sender: "s", Channel: 1, FrameType: 3,
@@ -673,4 +647,27 @@ func TestInboxUsageConcurrentWriters(t *testing.T) {
 	if err := a.pool.QueryRow(ctx, `SELECT count(*) FROM inbox_usage`).Scan(&rows); err != nil || rows != 2 {
 		t.Errorf("inbox_usage holds %d rows after the fold, want 2 (%v)", rows, err)
 	}
+}
+
+// twoNodes opens two Stores (two nodes) on a fresh migrated database that
+// holds user u1 with the given active devices.
+func twoNodes(t *testing.T, devices ...string) (a, b *Store, now time.Time) {
+	t.Helper()
+	ctx := t.Context()
+	dsn := freshDatabase(t)
+	a = openDSN(t, dsn)
+	if _, _, err := a.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b = openDSN(t, dsn)
+	now = time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC)
+	if err := a.CreateUser(ctx, store.User{ID: "u1", Handle: "alice", CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devices {
+		if err := a.CreateDevice(ctx, store.Device{ID: d, UserID: "u1", Status: store.DeviceActive, CreatedAt: now, UpdatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a, b, now
 }
