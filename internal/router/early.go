@@ -21,6 +21,12 @@ import "sync/atomic"
 type Early struct {
 	state atomic.Uint32
 	qid   atomic.Int64
+	// To is the connection the entry was handed to (may be nil). An entry
+	// it acknowledged while the commit ran is handed to it once more after
+	// the commit, and only to it: it recognises the entry and so learns
+	// the queue id (a later re-read of the inbox must skip the row until
+	// the Writer's delete commits).
+	To Peer
 }
 
 const (

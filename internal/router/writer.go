@@ -119,10 +119,11 @@ func (w *Writer) Store(ctx context.Context, entries []store.InboxEntry) error {
 // StoreEarly is Store for entries some of which were already handed to
 // their recipients' connections (early[i] non-nil, see Early): an entry
 // acknowledged before its commit takes it is not written, and one
-// acknowledged while its commit runs is deleted right after. Every
-// written entry is still handed to the recipient's connection after the
-// commit (DeliverInbox), which recognises what it already has. It returns
-// after the commit; entries not written keep QueueID 0.
+// acknowledged while its commit runs is deleted right after (and handed
+// only to Early.To). Every other written entry is still handed to the
+// recipient's connection after the commit (DeliverInbox), which
+// recognises what it already has. It returns after the commit; entries
+// not written keep QueueID 0.
 func (w *Writer) StoreEarly(ctx context.Context, entries []store.InboxEntry, early []*Early) error {
 	if len(entries) == 0 {
 		return nil
@@ -361,6 +362,7 @@ func (w *Writer) commit(batch []*writeReq, n int) (carry []*writeReq) {
 	// acknowledged while the commit ran are deleted by a later
 	// transaction and not handed to anyone.
 	var deliver []store.InboxEntry // nil: all of them
+	var ackedBy map[Peer][]store.InboxEntry
 	for i, o := range from {
 		o.r.entries[o.j].QueueID = all[i].QueueID
 		if h := early(o.r, o.j); h != nil && h.stored(all[i].QueueID) {
@@ -368,6 +370,12 @@ func (w *Writer) commit(batch []*writeReq, n int) (carry []*writeReq) {
 				deliver = append(make([]store.InboxEntry, 0, len(all)), all[:i]...)
 			}
 			carry = append(carry, &writeReq{recipient: all[i].Recipient, deletes: []int64{all[i].QueueID}})
+			if h.To != nil {
+				if ackedBy == nil {
+					ackedBy = make(map[Peer][]store.InboxEntry)
+				}
+				ackedBy[h.To] = append(ackedBy[h.To], all[i])
+			}
 			continue
 		}
 		if deliver != nil {
@@ -385,6 +393,9 @@ func (w *Writer) commit(batch []*writeReq, n int) (carry []*writeReq) {
 	}
 	if len(deliver) > 0 {
 		w.dispatch(deliver)
+	}
+	for p, es := range ackedBy {
+		p.DeliverInbox(es)
 	}
 	for _, r := range batch {
 		if r.err != nil {

@@ -448,7 +448,8 @@ func TestWriterStoreEarly(t *testing.T) {
 	startWriter(t, w)
 
 	es := []store.InboxEntry{entry("d1", 1), entry("d1", 2), entry("d1", 3), entry("d1", 4)}
-	before, during, after := new(Early), new(Early), new(Early)
+	acker := &fakePeer{id: "d1"} // the connection d1 acknowledged on, no longer registered
+	before, during, after := new(Early), &Early{To: acker}, new(Early)
 	early := []*Early{before, during, nil, after}
 	before.Ack()
 	fs.onEnqueue = func() { during.Ack() }
@@ -469,6 +470,12 @@ func TestWriterStoreEarly(t *testing.T) {
 	p.mu.Unlock()
 	if !slices.Equal(got, []int64{es[2].QueueID, es[3].QueueID}) {
 		t.Errorf("handed over %v, want %v", got, []int64{es[2].QueueID, es[3].QueueID})
+	}
+	acker.mu.Lock()
+	gotAcker := slices.Clone(acker.got)
+	acker.mu.Unlock()
+	if !slices.Equal(gotAcker, []int64{es[1].QueueID}) {
+		t.Errorf("handed to the acknowledging connection %v, want %v", gotAcker, []int64{es[1].QueueID})
 	}
 	if qid, stored := after.Ack(); !stored || qid != es[3].QueueID {
 		t.Errorf("Ack after the commit = %d, %v", qid, stored)

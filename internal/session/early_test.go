@@ -138,6 +138,23 @@ func counterOf(t *testing.T, c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// earlyRemembered returns how many early deliveries the device's
+// connection remembers for de-duplication (outbound.early).
+func (n *testNode) earlyRemembered(t *testing.T, device string) int {
+	t.Helper()
+	n.m.mu.Lock()
+	defer n.m.mu.Unlock()
+	for c := range n.m.conns {
+		if c.device.ID == device {
+			c.out.mu.Lock()
+			defer c.out.mu.Unlock()
+			return len(c.out.early)
+		}
+	}
+	t.Fatalf("%s: not connected", device)
+	return 0
+}
+
 func (n *testNode) waitInboxLen(t *testing.T, device string, want int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -194,6 +211,9 @@ func TestEarlyDeliveryAckedBeforeAndDuringCommit(t *testing.T) {
 	}
 	n.waitInboxLen(t, "early-b", 0) // m1 deleted by the writer
 	b.none(200 * time.Millisecond)  // no second copy from the commit's hand-over
+	if k := n.earlyRemembered(t, "early-b"); k != 0 {
+		t.Errorf("b's connection still remembers %d early deliveries", k)
+	}
 	b.close()
 	b = n.dial(clientOpts{device: "early-b"})
 	b.noneButPresence(200 * time.Millisecond) // nothing to redeliver
@@ -344,6 +364,13 @@ func testEarlyOrder(t *testing.T, senders, perSender int) {
 		t.Logf("no entry was acknowledged before its commit (timing); order checked all the same")
 	}
 	n.waitInboxLen(t, "order-b", 0)
+	// Nothing is left in the connection's de-duplication memory.
+	for deadline := time.Now().Add(5 * time.Second); n.earlyRemembered(t, "order-b") != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("b's connection still remembers %d early deliveries", n.earlyRemembered(t, "order-b"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	b.close()
 	for _, a := range as {
 		a.close()

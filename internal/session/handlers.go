@@ -531,7 +531,7 @@ func (c *conn) deliverEarly(entries []store.InboxEntry) (early []*router.Early, 
 		if !ok || !p.ackMode || !c.mayDeliverEarly(e.Recipient, p) {
 			continue
 		}
-		h := new(router.Early)
+		h := &router.Early{To: p}
 		if !p.out.pushEarly(e, h) {
 			continue
 		}

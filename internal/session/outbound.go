@@ -348,9 +348,10 @@ func (o *outbound) acked(seq uint32) (int64, bool) {
 		}
 		if ref.early.Unwritten() && o.early[ref.env] == ref.early {
 			// No committed copy will ever come. (One acknowledged while
-			// its commit ran stays: the Writer deletes that row and
-			// hands it to no one, but a catch-up read may still meet it
-			// and must skip it; pushEarly forgets settled ones.)
+			// its commit ran stays until the Writer hands the committed
+			// copy back to this connection alone, Early.To: a catch-up
+			// read may meet the row before the Writer's delete commits
+			// and must skip it.)
 			delete(o.early, ref.env)
 		}
 	}
