@@ -39,9 +39,15 @@ type h1Stream struct {
 	conn net.Conn
 	body io.Reader // chunked decoder
 
-	wmu     sync.Mutex // serialises writes
-	ended   bool       // the last chunk is written (under wmu)
-	aborted atomic.Bool
+	wmu   sync.Mutex // serialises writes
+	ended bool       // the last chunk is written (under wmu)
+
+	// dmu orders the read deadline: once Finish or Abort set it in the
+	// past, a later SetReadDeadline (the session's idle reader) must not
+	// move it.
+	dmu      sync.Mutex
+	finished bool // under dmu
+	aborted  atomic.Bool
 }
 
 // h1LineBuf bounds a chunk-size line of the request body (hex length,
@@ -107,7 +113,9 @@ func (t *h1Stream) MessageOriented() bool { return false }
 func (t *h1Stream) Kind() string          { return "http1" }
 
 func (t *h1Stream) SetReadDeadline(d time.Time) error {
-	if t.aborted.Load() {
+	t.dmu.Lock()
+	defer t.dmu.Unlock()
+	if t.finished {
 		return errors.New("stream ended")
 	}
 	return t.conn.SetReadDeadline(d)
@@ -118,15 +126,20 @@ func (t *h1Stream) SetReadDeadline(d time.Time) error {
 // net/http after a write deadline in the past).
 func (t *h1Stream) Abort(session.EndReason) {
 	t.aborted.Store(true)
-	past := time.Unix(1, 0)
-	_ = t.conn.SetReadDeadline(past)
-	_ = t.conn.SetWriteDeadline(past)
+	t.stopReads()
+	_ = t.conn.SetWriteDeadline(time.Unix(1, 0))
 }
 
 // Finish unblocks the pending Read only: Serve returns, and end writes
 // the last chunk.
-func (t *h1Stream) Finish(session.EndReason) {
+func (t *h1Stream) Finish(session.EndReason) { t.stopReads() }
+
+// stopReads unblocks the pending Read and keeps later ones from blocking.
+func (t *h1Stream) stopReads() {
+	t.dmu.Lock()
+	t.finished = true
 	_ = t.conn.SetReadDeadline(time.Unix(1, 0))
+	t.dmu.Unlock()
 }
 
 // end finishes the response with the last chunk (unless the stream was

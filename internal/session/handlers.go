@@ -441,25 +441,26 @@ func (c *conn) checkInboxQuota(ctx context.Context, entries []store.InboxEntry, 
 	now := c.m.d.Now()
 	var away, stale []string
 	for _, e := range entries {
-		if c.m.d.Router.Registry.Lookup(e.Recipient) != nil {
-			continue
-		}
-		away = append(away, e.Recipient)
-		if v, ok := c.quota[e.Recipient]; !ok || now.Sub(v.at) >= quotaViewTTL || v.at.After(now) {
-			stale = append(stale, e.Recipient)
+		if c.m.d.Router.Registry.Lookup(e.Recipient) == nil {
+			away = append(away, e.Recipient)
 		}
 	}
 	if len(away) == 0 {
 		return nil
+	}
+	if c.quota == nil || len(c.quota)+len(away) > maxQuotaViews {
+		c.quota = make(map[string]quotaView) // forget the old views
+	}
+	for _, r := range away {
+		if v, ok := c.quota[r]; !ok || now.Sub(v.at) >= quotaViewTTL || v.at.After(now) {
+			stale = append(stale, r)
+		}
 	}
 	if len(stale) > 0 {
 		usage, err := c.m.d.Store.InboxUsage(ctx, stale)
 		if err != nil {
 			c.log.Error("reading inbox usage", "err", err)
 			return errInternal
-		}
-		if c.quota == nil || len(c.quota) >= maxQuotaViews {
-			c.quota = make(map[string]quotaView) // forget the old views
 		}
 		for _, r := range stale {
 			c.quota[r] = quotaView{u: usage[r], at: now}
@@ -492,8 +493,9 @@ type quotaView struct {
 const (
 	// quotaViewTTL is how long a quotaView is reused.
 	quotaViewTTL = time.Second
-	// maxQuotaViews bounds the views one connection keeps.
-	maxQuotaViews = 256
+	// maxQuotaViews bounds the views one connection keeps (when a frame
+	// would exceed it, all are read afresh).
+	maxQuotaViews = 1024
 )
 
 // Early delivery (§6.7). A durable frame is handed to a recipient that is
