@@ -18,7 +18,7 @@ func TestLogsCarryIDsAndNoSecrets(t *testing.T) {
 	a.mustOK(ccp.Join, 11, `{"members":["log-b"]}`)
 	const payload = "PAYLOAD-MUST-NOT-BE-LOGGED"
 	a.mustOK(ccp.Msg, 11, payload)
-	if f := b.expect(ccp.Msg); string(f.Payload) != payload {
+	if f := b.expectAfterPresence(ccp.Msg); string(f.Payload) != payload {
 		t.Fatalf("b got %q", f.Payload)
 	}
 	// A bad frame makes the server log the problem.
