@@ -44,6 +44,15 @@ func DeviceCA(federationSeed []byte) (ed25519.PrivateKey, error) {
 	return FromSeed(federationSeed)
 }
 
+// ClusterBusKey derives the key that authenticates the messages of the
+// node bus (Redis, §9.4) from the federation seed, which every node of a
+// domain shares: only nodes can publish messages the others accept.
+func ClusterBusKey(federationSeed []byte) *[32]byte {
+	var k [32]byte
+	blake3.DeriveKey(k[:], "commucat 2026-11-26 cluster bus mac v1", federationSeed)
+	return &k
+}
+
 // SecretScalar returns the Ed25519 secret scalar a of priv as used by RFC
 // 8032: SHA-512 of the 32-byte secret key, first 32 bytes, clamped (and
 // reduced mod ℓ, which does not change a·B). priv must be a 64-byte

@@ -194,6 +194,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		cl, err := redisstore.Open(redisstore.Options{
 			URL: c.Storage.RedisURL, NodeID: c.Server.NodeID, RouteTTL: 3 * c.Server.ConnectionKeepalive,
 			Prefix: opts.RedisPrefix, Logger: s.log, Now: s.now,
+			BusKey: identity.ClusterBusKey(c.Crypto.FederationSeed),
 		})
 		if err == nil {
 			err = retryStartup(ctx, s.log, "redis", opts.StartupWait, cl.Ping)

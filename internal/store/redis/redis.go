@@ -5,7 +5,9 @@ package redis
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"lukechampine.com/blake3"
 
 	"github.com/commucat/commucat/internal/canonjson"
 	"github.com/commucat/commucat/internal/router"
@@ -32,6 +35,13 @@ type Options struct {
 	// Prefix is prepended to every key and channel (tests use a random
 	// one; production uses "").
 	Prefix string
+	// BusKey, when set, authenticates the node bus: every message carries
+	// a "mac" member (keyed BLAKE3 of the message's canonical JSON without
+	// it) and messages without a valid one are dropped, so that a Redis
+	// client that is not a node cannot inject frames. Every node must use
+	// the same key (the server derives it from crypto.federation_seed,
+	// identity.ClusterBusKey).
+	BusKey *[32]byte
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -281,7 +291,69 @@ func (c *Cluster) Publish(ctx context.Context, node string, m router.BusMessage)
 	if err != nil {
 		return err
 	}
+	if c.opts.BusKey != nil {
+		if b, err = SealMessage(c.opts.BusKey, b); err != nil {
+			return err
+		}
+	}
 	return c.rdb.Publish(ctx, c.nodeChannel(node), b).Err()
+}
+
+// macMember is the extension member of §9.4 bus messages that carries
+// their authentication tag (Options.BusKey).
+const macMember = "mac"
+
+// busMAC is the tag of a message's canonical JSON without its mac member.
+func busMAC(key *[32]byte, canonical []byte) []byte {
+	h := blake3.New(32, key[:])
+	h.Write(canonical)
+	return h.Sum(nil)
+}
+
+// SealMessage adds the mac member to the canonical JSON of a bus message.
+func SealMessage(key *[32]byte, canonical []byte) ([]byte, error) {
+	v, err := canonjson.Parse(canonical)
+	if err != nil || v.Kind != canonjson.Object {
+		return nil, errors.New("bus message is not a JSON object")
+	}
+	v.Obj = append(v.Obj, canonjson.Member{Key: macMember, Value: canonjson.StringValue(hex.EncodeToString(busMAC(key, canonical)))})
+	return v.AppendCanonical(nil), nil
+}
+
+// OpenMessage checks the mac member of a received bus message and returns
+// the message without it.
+func OpenMessage(key *[32]byte, b []byte) ([]byte, error) {
+	if len(b) > maxBusMessage {
+		return nil, errors.New("bus message too large")
+	}
+	v, err := canonjson.Parse(b)
+	if err != nil || v.Kind != canonjson.Object {
+		return nil, errors.New("bus message is not a JSON object")
+	}
+	var tag []byte
+	rest := v.Obj[:0:0]
+	for _, m := range v.Obj {
+		if m.Key == macMember {
+			if m.Value.Kind != canonjson.String {
+				return nil, errors.New("bus message mac is not a string")
+			}
+			tag, err = hex.DecodeString(m.Value.Str)
+			if err != nil {
+				return nil, errors.New("bus message mac is not hex")
+			}
+			continue
+		}
+		rest = append(rest, m)
+	}
+	if tag == nil {
+		return nil, errors.New("bus message without mac")
+	}
+	v.Obj = rest
+	canonical := v.AppendCanonical(nil)
+	if subtle.ConstantTimeCompare(tag, busMAC(key, canonical)) != 1 {
+		return nil, errors.New("bus message mac does not verify")
+	}
+	return canonical, nil
 }
 
 // heartbeat writes node:<id> with the current time.
@@ -336,7 +408,14 @@ func (c *Cluster) Run(ctx context.Context, handle func(router.BusMessage), resub
 				resubscribed()
 			}
 		case *goredis.Message:
-			m, err := DecodeMessage([]byte(v.Payload))
+			b := []byte(v.Payload)
+			if c.opts.BusKey != nil {
+				if b, err = OpenMessage(c.opts.BusKey, b); err != nil {
+					c.opts.Logger.Warn("bus message refused", "err", err)
+					continue
+				}
+			}
+			m, err := DecodeMessage(b)
 			if err != nil {
 				c.opts.Logger.Warn("bad bus message", "err", err)
 				continue

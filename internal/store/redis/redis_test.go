@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,12 +15,18 @@ import (
 
 func newPair(t *testing.T) (*Cluster, *Cluster) {
 	t.Helper()
+	return newPairWith(t, nil)
+}
+
+// newPairWith is newPair with both nodes on the bus key key (nil: none).
+func newPairWith(t *testing.T, key *[32]byte) (*Cluster, *Cluster) {
+	t.Helper()
 	url := testenv.RedisURL(t)
 	var b [8]byte
 	rand.Read(b[:])
 	prefix := "commucat-test-" + hex.EncodeToString(b[:]) + ":"
 	open := func(node string) *Cluster {
-		c, err := Open(Options{URL: url, NodeID: node, RouteTTL: 5 * time.Second, Prefix: prefix})
+		c, err := Open(Options{URL: url, NodeID: node, RouteTTL: 5 * time.Second, Prefix: prefix, BusKey: key})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,21 +81,8 @@ func TestRoutesAndKick(t *testing.T) {
 
 func TestBusDelivery(t *testing.T) {
 	a, b := newPair(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	got := make(chan router.BusMessage, 4)
-	subscribed := make(chan struct{}, 4)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		b.Run(ctx, func(m router.BusMessage) { got <- m }, func() { subscribed <- struct{}{} })
-	}()
-	select {
-	case <-subscribed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no subscription")
-	}
+	ctx := context.Background()
+	got, stop := runBus(t, b)
 	env := "env-1"
 	want := router.BusMessage{Kind: router.KindDeliver, Device: "dev-1", FrameType: 5, Channel: 9, Payload: []byte{0, 1, 2, 0xff}, EnvelopeID: &env}
 	if err := a.Publish(ctx, "node-b", want); err != nil {
@@ -102,8 +96,7 @@ func TestBusDelivery(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no message")
 	}
-	cancel()
-	wg.Wait()
+	stop()
 }
 
 func TestEncodeCanonical(t *testing.T) {
@@ -185,4 +178,100 @@ func TestDeliverQueueID(t *testing.T) {
 	if err != nil || m.QueueID != 0 || m.EnvelopeID == nil {
 		t.Fatalf("decode without queue_id: %+v %v", m, err)
 	}
+}
+
+// With a bus key, a node takes only messages sealed with it: a message
+// published by a Redis client that is not a node (no mac, or a mac under
+// another key) is dropped.
+func TestBusMAC(t *testing.T) {
+	key := &[32]byte{1, 2, 3}
+	a, b := newPairWith(t, key)
+	ctx := context.Background()
+	got, stop := runBus(t, b)
+	forged := router.BusMessage{Kind: router.KindDeliver, Device: "victim", FrameType: 5, Channel: 9, Payload: []byte("forged")}
+	raw, err := EncodeMessage(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, err := SealMessage(&[32]byte{9}, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range [][]byte{raw, otherKey} {
+		if err := a.rdb.Publish(ctx, b.nodeChannel("node-b"), m).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	real := router.BusMessage{Kind: router.KindDeliver, Device: "dev-1", FrameType: 5, Channel: 9, Payload: []byte("real")}
+	if err := a.Publish(ctx, "node-b", real); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.Device != "dev-1" || string(m.Payload) != "real" {
+			t.Fatalf("first message taken: %+v (a forged one got through)", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the sealed message was not delivered")
+	}
+	stop()
+	if len(got) != 0 {
+		t.Fatalf("%d more messages taken", len(got))
+	}
+}
+
+func TestSealOpenMessage(t *testing.T) {
+	key := &[32]byte{7}
+	raw, err := EncodeMessage(router.BusMessage{Kind: router.KindDeliver, Device: "d", FrameType: 5, Channel: 1, Payload: []byte("p")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := SealMessage(key, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opened, err := OpenMessage(key, sealed); err != nil || string(opened) != string(raw) {
+		t.Fatalf("OpenMessage = %s, %v; want %s", opened, err, raw)
+	}
+	// Members in another order: the same message.
+	reordered := []byte(strings.Replace(string(sealed), `{"channel":1,`, `{`, 1))
+	reordered = append(reordered[:len(reordered)-1], []byte(`,"channel":1}`)...)
+	if _, err := OpenMessage(key, reordered); err != nil {
+		t.Errorf("reordered members refused: %v (%s)", err, reordered)
+	}
+	for name, b := range map[string][]byte{
+		"unsealed":  raw,
+		"tampered":  []byte(strings.Replace(string(sealed), `"device":"d"`, `"device":"e"`, 1)),
+		"other key": func() []byte { b, _ := SealMessage(&[32]byte{8}, raw); return b }(),
+		"bad mac":   []byte(strings.Replace(string(raw), `{`, `{"mac":"zz",`, 1)),
+		"not json":  []byte("mac"),
+	} {
+		if _, err := OpenMessage(key, b); err == nil {
+			t.Errorf("%s message accepted", name)
+		}
+	}
+}
+
+// runBus runs c's bus until stop (or the end of the test) and returns the
+// messages it takes; it returns once c is subscribed.
+func runBus(t *testing.T, c *Cluster) (got chan router.BusMessage, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	got = make(chan router.BusMessage, 4)
+	subscribed := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.Run(ctx, func(m router.BusMessage) { got <- m }, func() { subscribed <- struct{}{} })
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	select {
+	case <-subscribed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no subscription")
+	}
+	return got, stop
 }
