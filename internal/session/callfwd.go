@@ -212,10 +212,12 @@ func (b *CallBus) forwardMedia(c *conn, f ccp.Frame) bool {
 		}
 	}
 	// §9.4: call_id is null for media frames.
+	req := newRequestID(mediaRequestPrefix)
+	c.noteForwardedMedia(f, req)
 	err = b.publish(node, router.BusMessage{
 		Kind: router.KindCall, Device: c.device.ID, FrameType: uint8(f.Type), Channel: f.Channel,
 		Sequence: f.Sequence, Payload: bytes.Clone(f.Payload), ReplyTo: b.nodeID(),
-		RequestID: newRequestID(mediaRequestPrefix), Capabilities: caps,
+		RequestID: req, Capabilities: caps,
 	})
 	if err != nil {
 		c.log.Warn("forwarding media frame", "node", node, "err", err)
@@ -289,6 +291,10 @@ func (b *CallBus) handleReply(m router.BusMessage) {
 	if !ok {
 		return
 	}
+	// §7.5: a rejected media frame does not advance L, whether or not its
+	// ERROR is sent; queued before the ERROR, so that a retry the ERROR
+	// prompts finds L rolled back.
+	c.queueMediaRollback(m.RequestID)
 	now := time.Now()
 	b.mu.Lock()
 	if now.Sub(b.lastMediaErr[c]) < time.Second {

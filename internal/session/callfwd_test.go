@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/commucat/commucat/ccp"
 	"github.com/commucat/commucat/internal/media"
@@ -18,6 +20,8 @@ type fakeCluster struct {
 	mu  sync.Mutex
 	pub []router.BusMessage
 	to  []string
+	// callNode, when set, is the node that owns every channel's call.
+	callNode string
 }
 
 func (f *fakeCluster) NodeID() string                                       { return "owner" }
@@ -33,6 +37,9 @@ func (f *fakeCluster) ClaimCall(context.Context, string, uint32) (router.ClaimRe
 	return router.Claimed, nil
 }
 func (f *fakeCluster) ChannelCall(context.Context, uint32) (string, string, error) {
+	if f.callNode != "" {
+		return "call-1", f.callNode, nil
+	}
 	return "", "", nil
 }
 func (f *fakeCluster) Run(context.Context, func(router.BusMessage), func()) error { return nil }
@@ -169,4 +176,53 @@ func TestCallBusOwnerSide(t *testing.T) {
 	// A reply nobody waits for (late, or for an unknown device) is dropped.
 	bus.Handle(router.BusMessage{Kind: router.KindCallReply, RequestID: "cgone", Device: "dev-x", FrameType: uint8(ccp.Ack), Payload: []byte(`{"ack":1}`)})
 	bus.Handle(router.BusMessage{Kind: router.KindCallReply, RequestID: "mgone", Device: "dev-x", FrameType: uint8(ccp.Error), Payload: []byte(`{}`)})
+}
+
+// §6.2, §7.5 across nodes: a media frame forwarded to the call's owner node
+// is accepted here at once; when the owner rejects it, the ERROR reaches
+// the device and the frame does not advance the channel's last accepted
+// sequence, so the device may send it again under the same sequence.
+func TestForwardedMediaRejectionRollsBackSequence(t *testing.T) {
+	n := newTestNode(t, nil)
+	fc := &fakeCluster{callNode: "node-owner"}
+	n.m.d.Router.Cluster = fc
+	bus := NewCallBus(CallBusConfig{Calls: media.NewManager(media.Config{}), Router: n.m.d.Router, Store: n.st})
+	n.m.d.CallBus = bus
+	a := n.dial(clientOpts{device: "fwd-a"})
+	a.mustOK(ccp.Join, 7, `{}`)
+	forwarded := func(seq uint32) router.BusMessage {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if pub, _ := fc.take(); len(pub) > 0 {
+				if len(pub) != 1 || pub[0].Kind != router.KindCall || pub[0].Sequence != seq {
+					t.Fatalf("published %+v", pub)
+				}
+				return pub[0]
+			}
+		}
+		t.Fatalf("media frame %d not forwarded", seq)
+		return router.BusMessage{}
+	}
+	const frame = "\x01\x00\x00opus"
+	a.writeFrame(ccp.VoiceFrame, 7, 10, []byte(frame))
+	m := forwarded(10)
+	// The owner rejects it.
+	p := ccp.NewProblem(ccp.TitleForbidden, "not in the call")
+	p.SetFrameType(ccp.VoiceFrame)
+	p.SetSequence(10)
+	bus.Handle(router.BusMessage{Kind: router.KindCallReply, RequestID: m.RequestID, Device: "fwd-a",
+		FrameType: uint8(ccp.Error), Channel: 7, Payload: p.JSON()})
+	if f := a.expectAfterPresence(ccp.Error); !strings.Contains(string(f.Payload), "not in the call") {
+		t.Fatalf("ERROR %s", f.Payload)
+	}
+	// The same sequence again: forwarded, not dropped as a repeat.
+	a.writeFrame(ccp.VoiceFrame, 7, 10, []byte(frame))
+	forwarded(10)
+	// Not rejected this time: the repeat is then dropped (L = 10), and a
+	// lower sequence is a violation.
+	a.writeFrame(ccp.VoiceFrame, 7, 10, []byte(frame))
+	a.mustErr(ccp.Msg, 7, "x", ccp.TitleSequenceViolation)
+	if pub, _ := fc.take(); len(pub) != 0 {
+		t.Fatalf("the repeat was forwarded: %+v", pub)
+	}
 }

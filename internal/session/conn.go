@@ -82,7 +82,14 @@ type conn struct {
 	prunePast int
 	// quota: inbox usage of away recipients (checkInboxQuota; the reader
 	// goroutine only).
-	quota      map[string]quotaView
+	quota map[string]quotaView
+	// fwdMedia: per channel, the last media frame forwarded to another
+	// node's call (the reader goroutine only); rollbacks: the request ids
+	// of those the owner rejected, for the reader (under rbMu).
+	fwdMedia   map[uint32]forwardedMedia
+	rbMu       sync.Mutex
+	rollbacks  []string
+	rbPending  atomic.Bool
 	durMu      sync.Mutex
 	durQ       []pendingWrite
 	durRunning bool

@@ -109,6 +109,7 @@ func (c *conn) handleFrame(f ccp.Frame, received time.Time) {
 			return
 		}
 	}
+	c.applyMediaRollbacks()
 	var st *chanState
 	if !exempt {
 		st = c.chans[f.Channel]
@@ -189,3 +190,73 @@ func (c *conn) mediaErrorAllowed(now time.Time) bool {
 }
 
 func ratelimitSeconds(d time.Duration) int64 { return ratelimit.RetryAfterSeconds(d) }
+
+// Media frames forwarded to another node's call are accepted here at
+// once, before the owner has checked them (it replies only to reject).
+// §6.2 and §7.5 say a rejected media frame does not advance L, so the
+// channel's state before a forwarded frame is kept, and the owner's
+// rejection rolls it back, provided no later frame was accepted on the
+// channel meanwhile.
+
+// forwardedMedia is the last media frame forwarded on a channel.
+type forwardedMedia struct {
+	req  string    // its request id
+	seq  uint32    // its sequence
+	had  bool      // the channel had a state before it
+	prev chanState // that state
+}
+
+// noteForwardedMedia records f, about to be forwarded with request id req
+// and then accepted (the reader goroutine only).
+func (c *conn) noteForwardedMedia(f ccp.Frame, req string) {
+	fm := forwardedMedia{req: req, seq: f.Sequence}
+	if st := c.chans[f.Channel]; st != nil {
+		fm.had, fm.prev = true, *st
+	}
+	if c.fwdMedia == nil {
+		c.fwdMedia = make(map[uint32]forwardedMedia)
+	}
+	c.fwdMedia[f.Channel] = fm
+}
+
+// queueMediaRollback asks the reader to roll back the forwarded media frame
+// with request id req (any goroutine).
+func (c *conn) queueMediaRollback(req string) {
+	c.rbMu.Lock()
+	if len(c.rollbacks) < maxTrackedChannels {
+		c.rollbacks = append(c.rollbacks, req)
+	}
+	c.rbPending.Store(true)
+	c.rbMu.Unlock()
+}
+
+// applyMediaRollbacks applies the queued rollbacks (the reader goroutine
+// only, before it handles a frame).
+func (c *conn) applyMediaRollbacks() {
+	if !c.rbPending.Load() {
+		return
+	}
+	c.rbMu.Lock()
+	reqs := c.rollbacks
+	c.rollbacks = nil
+	c.rbPending.Store(false)
+	c.rbMu.Unlock()
+	for _, req := range reqs {
+		for ch, fm := range c.fwdMedia {
+			if fm.req != req {
+				continue
+			}
+			delete(c.fwdMedia, ch)
+			st := c.chans[ch]
+			if st == nil || st.last != fm.seq {
+				break // a later frame was accepted: L stays
+			}
+			if fm.had {
+				*st = fm.prev
+			} else {
+				delete(c.chans, ch)
+			}
+			break
+		}
+	}
+}
