@@ -45,12 +45,21 @@ type WriterConfig struct {
 	// window in which a crash or an inbox re-read redelivers an
 	// acknowledged entry.
 	DeleteLinger time.Duration
+	// CommitLinger is how long a batch that already holds the entries of
+	// several callers waits for more requests before its commit (default
+	// 3 ms; negative: no wait). Its callers (the senders' ACKs) wait that
+	// much longer; in exchange the commits are fewer and larger, and more
+	// early deliveries are acknowledged before a commit takes them, so
+	// they are never written (BENCHMARKS.md). A batch of one caller does
+	// not wait: with nobody to join it, it would only slow that sender.
+	CommitLinger time.Duration
 }
 
 // Defaults of WriterConfig.
 const (
 	defaultDispatchQueue = 65536
 	defaultDeleteLinger  = 20 * time.Millisecond
+	defaultCommitLinger  = 3 * time.Millisecond
 	// dispatchDrain bounds how long Run, when stopping, keeps calling
 	// Dispatch for entries still queued; the rest is dropped (logged).
 	dispatchDrain = 5 * time.Second
@@ -101,6 +110,9 @@ func NewWriter(cfg WriterConfig) *Writer {
 	}
 	if cfg.DeleteLinger == 0 {
 		cfg.DeleteLinger = defaultDeleteLinger
+	}
+	if cfg.CommitLinger == 0 {
+		cfg.CommitLinger = defaultCommitLinger
 	}
 	return &Writer{
 		cfg:   cfg,
@@ -244,25 +256,59 @@ func (w *Writer) Run(ctx context.Context) {
 		n := heldN + len(first.entries) + len(first.deletes)
 		held, heldN = nil, 0
 		entries := len(first.entries)
-	gather:
-		for n < w.cfg.MaxBatch {
-			select {
-			case r := <-w.reqs:
+		// gather adds the queued requests to the batch; with a non-nil
+		// until it waits for more until until fires (or ctx ends).
+		gather := func(until <-chan time.Time) {
+			for n < w.cfg.MaxBatch {
+				var r *writeReq
+				if until == nil {
+					select {
+					case r = <-w.reqs:
+					default:
+						return
+					}
+				} else {
+					select {
+					case r = <-w.reqs:
+					case <-until:
+						return
+					case <-ctx.Done():
+						return
+					}
+				}
 				batch = append(batch, r)
 				n += len(r.entries) + len(r.deletes)
 				entries += len(r.entries)
-			default:
-				break gather
 			}
 		}
+		gather(nil)
 		if entries == 0 && w.cfg.DeleteLinger > 0 && n < w.cfg.MaxBatch {
 			held, heldN = batch, n
 			armTimer()
 			continue
 		}
+		if w.cfg.CommitLinger > 0 && n < w.cfg.MaxBatch && writers(batch) > 1 {
+			// Several callers are writing: wait a little for more (see
+			// WriterConfig.CommitLinger). A lone caller is committed at
+			// once: nobody would join, and it would only wait.
+			lt := time.NewTimer(w.cfg.CommitLinger)
+			gather(lt.C)
+			lt.Stop()
+		}
 		stopTimer()
 		hold(w.commit(batch, n))
 	}
+}
+
+// writers counts the requests with entries (callers waiting for a commit).
+func writers(batch []*writeReq) int {
+	n := 0
+	for _, r := range batch {
+		if len(r.entries) > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // recipientDeletes is the queue ids to delete of one recipient.

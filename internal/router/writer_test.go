@@ -525,3 +525,50 @@ func TestWriterStoreEarlyFailure(t *testing.T) {
 		t.Fatalf("Ack after a failed commit = %d, %v", qid, stored)
 	}
 }
+
+// CommitLinger: a batch holding several callers' entries waits for more
+// (a request arriving meanwhile shares the transaction); a lone caller is
+// committed at once.
+func TestWriterCommitLinger(t *testing.T) {
+	t.Run("several callers wait for more", func(t *testing.T) {
+		fs := newFakeStore()
+		w := NewWriter(WriterConfig{Store: fs, Registry: NewRegistry(), CommitLinger: 300 * time.Millisecond})
+		errc := make(chan error, 3)
+		put := func(n int) { errc <- w.Store(t.Context(), []store.InboxEntry{entry("d1", n)}) }
+		go put(1)
+		go put(2)
+		for deadline := time.Now().Add(5 * time.Second); len(w.reqs) < 2; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("requests not queued")
+			}
+		}
+		startWriter(t, w)
+		waitTaken(t, w)
+		go put(3) // during the linger
+		for range 3 {
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		}
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		if !slices.Equal(fs.txEntries, []int{3}) {
+			t.Fatalf("entries per transaction %v, want [3]", fs.txEntries)
+		}
+	})
+	t.Run("a lone caller does not wait", func(t *testing.T) {
+		fs := newFakeStore()
+		w := NewWriter(WriterConfig{Store: fs, Registry: NewRegistry(), CommitLinger: time.Hour})
+		startWriter(t, w)
+		done := make(chan error, 1)
+		go func() { done <- w.Store(t.Context(), []store.InboxEntry{entry("d1", 1)}) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second): // far below the hour it would linger
+			t.Fatal("a lone caller waited for the linger")
+		}
+	})
+}
