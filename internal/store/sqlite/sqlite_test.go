@@ -65,37 +65,44 @@ func TestOpenRejectsURIs(t *testing.T) {
 	}
 }
 
-func TestMigrateIdempotent(t *testing.T) {
-	ctx := t.Context()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-
-	v, pending, err := s.SchemaVersion(ctx)
-	if err != nil || v != 0 || !pending {
-		t.Fatalf("SchemaVersion before Migrate = %d, %v, %v; want 0, true, nil", v, pending, err)
-	}
-	applied, v, err := s.Migrate(ctx)
-	if err != nil || applied != LatestVersion() || v != LatestVersion() {
-		t.Fatalf("first Migrate = %d, %d, %v; want %d, %d, nil", applied, v, err, LatestVersion(), LatestVersion())
-	}
-	applied, v2, err := s.Migrate(ctx)
-	if err != nil || applied != 0 || v2 != v {
-		t.Fatalf("second Migrate = %d, %d, %v; want 0, %d, nil", applied, v2, err, v)
-	}
-	v, pending, err = s.SchemaVersion(ctx)
-	if err != nil || v != LatestVersion() || pending {
-		t.Fatalf("SchemaVersion after Migrate = %d, %v, %v", v, pending, err)
-	}
-	var rows int
-	if err := s.writer.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil {
-		t.Fatal(err)
-	}
-	if rows != LatestVersion() {
-		t.Errorf("schema_migrations has %d rows, want %d", rows, LatestVersion())
-	}
+func TestMigrations(t *testing.T) {
+	storetest.RunMigrations(t, storetest.MigrationBackend{
+		Latest: LatestVersion(),
+		Open: func(t *testing.T) storetest.Migratable {
+			s, err := Open(t.Context(), filepath.Join(t.TempDir(), "m.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		Recorded: func(t *testing.T, st storetest.Migratable) []int {
+			rows, err := st.(*Store).readers.QueryContext(t.Context(), `SELECT version, applied_at FROM schema_migrations ORDER BY version`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var vs []int
+			for rows.Next() {
+				var v int
+				var at int64
+				if err := rows.Scan(&v, &at); err != nil {
+					t.Fatal(err)
+				}
+				if d := time.Since(fromMicros(at)); d < -time.Hour || d > time.Hour {
+					t.Errorf("version %d applied at %v", v, fromMicros(at))
+				}
+				vs = append(vs, v)
+			}
+			return vs
+		},
+		Record: func(t *testing.T, st storetest.Migratable, v int) {
+			if _, err := st.(*Store).writer.ExecContext(t.Context(),
+				`INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, v, toMicros(time.Now())); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
 }
 
 func TestMigrationCreatesEveryTable(t *testing.T) {
@@ -122,26 +129,6 @@ func TestMigrationCreatesEveryTable(t *testing.T) {
 	}
 	if !strings.Contains(strings.ToUpper(sqlText), "AUTOINCREMENT") {
 		t.Errorf("relay_queue is not AUTOINCREMENT: %s", sqlText)
-	}
-}
-
-func TestSchemaTooNew(t *testing.T) {
-	ctx := t.Context()
-	s := openTemp(t)
-	if _, err := s.writer.ExecContext(ctx,
-		`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, LatestVersion()+1); err != nil {
-		t.Fatal(err)
-	}
-	applied, v, err := s.Migrate(ctx)
-	if !errors.Is(err, store.ErrSchemaTooNew) {
-		t.Fatalf("Migrate = %d, %d, %v; want ErrSchemaTooNew", applied, v, err)
-	}
-	if applied != 0 {
-		t.Errorf("Migrate applied %d", applied)
-	}
-	v, _, err = s.SchemaVersion(ctx)
-	if !errors.Is(err, store.ErrSchemaTooNew) || v != LatestVersion()+1 {
-		t.Errorf("SchemaVersion = %d, %v; want %d, ErrSchemaTooNew", v, err, LatestVersion()+1)
 	}
 }
 

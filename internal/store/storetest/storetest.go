@@ -184,3 +184,76 @@ func show(v any) string {
 	}
 	return string(b)
 }
+
+// Migratable is a store whose schema migrations can be driven.
+type Migratable interface {
+	store.Store
+	store.Migrator
+}
+
+// MigrationBackend is what the migration tests need of a SQL backend
+// beyond the Store: a fresh database, and raw access to its
+// schema_migrations table.
+type MigrationBackend struct {
+	// Latest is the newest embedded migration version.
+	Latest int
+	// Open returns a store on a fresh database that Migrate has not run on.
+	Open func(t *testing.T) Migratable
+	// Recorded returns the versions recorded in schema_migrations, in
+	// ascending order, each checked to carry a plausible applied_at.
+	Recorded func(t *testing.T, s Migratable) []int
+	// Record inserts a schema_migrations row for version v.
+	Record func(t *testing.T, s Migratable, v int)
+}
+
+// RunMigrations runs the migration tests against one backend.
+func RunMigrations(t *testing.T, b MigrationBackend) {
+	t.Run("Idempotent", func(t *testing.T) {
+		ctx := t.Context()
+		s := b.Open(t)
+		v, pending, err := s.SchemaVersion(ctx)
+		if err != nil || v != 0 || !pending {
+			t.Fatalf("SchemaVersion before Migrate = %d, %v, %v; want 0, true, nil", v, pending, err)
+		}
+		applied, v, err := s.Migrate(ctx)
+		if err != nil || applied != b.Latest || v != b.Latest {
+			t.Fatalf("first Migrate = %d, %d, %v; want %d, %d, nil", applied, v, err, b.Latest, b.Latest)
+		}
+		applied, v2, err := s.Migrate(ctx)
+		if err != nil || applied != 0 || v2 != v {
+			t.Fatalf("second Migrate = %d, %d, %v; want 0, %d, nil", applied, v2, err, v)
+		}
+		v, pending, err = s.SchemaVersion(ctx)
+		if err != nil || v != b.Latest || pending {
+			t.Fatalf("SchemaVersion after Migrate = %d, %v, %v", v, pending, err)
+		}
+		got := b.Recorded(t, s)
+		if len(got) != b.Latest {
+			t.Fatalf("schema_migrations holds versions %v, want 1…%d once each", got, b.Latest)
+		}
+		for i, v := range got {
+			if v != i+1 {
+				t.Fatalf("schema_migrations holds versions %v, want 1…%d once each", got, b.Latest)
+			}
+		}
+	})
+	t.Run("SchemaTooNew", func(t *testing.T) {
+		ctx := t.Context()
+		s := b.Open(t)
+		if _, _, err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b.Record(t, s, b.Latest+1)
+		applied, v, err := s.Migrate(ctx)
+		if !errors.Is(err, store.ErrSchemaTooNew) {
+			t.Fatalf("Migrate = %d, %d, %v; want ErrSchemaTooNew", applied, v, err)
+		}
+		if applied != 0 || v != b.Latest+1 {
+			t.Errorf("Migrate = %d, %d; want 0, %d", applied, v, b.Latest+1)
+		}
+		v, pending, err := s.SchemaVersion(ctx)
+		if !errors.Is(err, store.ErrSchemaTooNew) || v != b.Latest+1 || pending {
+			t.Errorf("SchemaVersion = %d, %v, %v; want %d, false, ErrSchemaTooNew", v, pending, err, b.Latest+1)
+		}
+	})
+}
