@@ -71,6 +71,10 @@ func hijackH1(rc *http.ResponseController) (*h1Stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := brw.Writer.Flush(); err != nil { // the headers went out already
+		conn.Close()
+		return nil, err
+	}
 	var src io.Reader = conn
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)
