@@ -71,19 +71,34 @@ func hijackH1(rc *http.ResponseController) (*h1Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := brw.Writer.Flush(); err != nil { // the headers went out already
+	br, err := takeOver(conn, brw, h1LineBuf)
+	if err != nil {
+		return nil, err
+	}
+	return &h1Stream{conn: conn, body: httputil.NewChunkedReader(br)}, nil
+}
+
+// takeOver finishes a Hijack without net/http's 4 KiB buffers: it flushes
+// what net/http may still buffer for writing, and returns a reader of at
+// least size bytes over conn whose buffer already holds the bytes net/http
+// had read past the request head (a client may send them with it). On an
+// error conn is closed.
+func takeOver(conn net.Conn, brw *bufio.ReadWriter, size int) (*bufio.Reader, error) {
+	if err := brw.Writer.Flush(); err != nil {
 		conn.Close()
 		return nil, err
 	}
-	var src io.Reader = conn
-	if n := brw.Reader.Buffered(); n > 0 {
-		early, _ := brw.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)
+	n := brw.Reader.Buffered()
+	if n == 0 {
+		return bufio.NewReaderSize(conn, size), nil
 	}
-	return &h1Stream{
-		conn: conn,
-		body: httputil.NewChunkedReader(bufio.NewReaderSize(src, h1LineBuf)),
-	}, nil
+	early, _ := brw.Reader.Peek(n)
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(size, n))
+	if _, err := br.Peek(n); err != nil { // served from early: never blocks
+		conn.Close()
+		return nil, err
+	}
+	return br, nil
 }
 
 func (t *h1Stream) Read(p []byte) (int, error) { return t.body.Read(p) }
@@ -179,21 +194,12 @@ func (h lightHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := brw.Writer.Flush(); err != nil { // nothing is expected to be buffered
-		conn.Close()
+	// Bytes the client sent right after the upgrade request must be in the
+	// returned reader's buffer: the library takes what is buffered there
+	// and reads the rest from conn itself (takeOver puts them there).
+	br, err := takeOver(conn, brw, wsReadBuf)
+	if err != nil {
 		return nil, nil, err
-	}
-	br := bufio.NewReaderSize(conn, wsReadBuf)
-	if n := brw.Reader.Buffered(); n > 0 {
-		// Bytes the client sent right after the upgrade request must be
-		// in the returned reader's buffer: the library takes what is
-		// buffered there and reads the rest from conn itself.
-		early, _ := brw.Reader.Peek(n)
-		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(wsReadBuf, n))
-		if _, err := br.Peek(n); err != nil {
-			conn.Close()
-			return nil, nil, err
-		}
 	}
 	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuf)), nil
 }
