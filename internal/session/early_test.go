@@ -83,18 +83,13 @@ func (n *testNode) waitLive(t *testing.T, device string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		n.m.mu.Lock()
-		var live bool
-		for c := range n.m.conns {
-			if c.device.ID == device {
-				c.out.mu.Lock()
-				live = !c.out.initial && !c.out.catchup
-				c.out.mu.Unlock()
+		if c := n.connOf(device); c != nil {
+			c.out.mu.Lock()
+			live := !c.out.initial && !c.out.catchup
+			c.out.mu.Unlock()
+			if live {
+				return
 			}
-		}
-		n.m.mu.Unlock()
-		if live {
-			return
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -142,17 +137,13 @@ func counterOf(t *testing.T, c prometheus.Counter) float64 {
 // connection remembers for de-duplication (outbound.early).
 func (n *testNode) earlyRemembered(t *testing.T, device string) int {
 	t.Helper()
-	n.m.mu.Lock()
-	defer n.m.mu.Unlock()
-	for c := range n.m.conns {
-		if c.device.ID == device {
-			c.out.mu.Lock()
-			defer c.out.mu.Unlock()
-			return len(c.out.early)
-		}
+	c := n.connOf(device)
+	if c == nil {
+		t.Fatalf("%s: not connected", device)
 	}
-	t.Fatalf("%s: not connected", device)
-	return 0
+	c.out.mu.Lock()
+	defer c.out.mu.Unlock()
+	return len(c.out.early)
 }
 
 func (n *testNode) waitInboxLen(t *testing.T, device string, want int) {
