@@ -405,11 +405,17 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 	if e != nil {
 		return nil, e
 	}
-	if e := c.checkInboxQuota(ctx, entries, len(payload)); e != nil {
+	// The recipients' connections on this node, looked up once for the
+	// quota check (who is away) and early delivery (who is here).
+	peers := make([]router.Peer, len(entries))
+	for i, en := range entries {
+		peers[i] = c.m.d.Router.Registry.Lookup(en.Recipient)
+	}
+	if e := c.checkInboxQuota(ctx, entries, peers, len(payload)); e != nil {
 		return nil, e
 	}
 	if len(entries) > 0 {
-		early, to := c.deliverEarly(entries)
+		early, to := c.deliverEarly(entries, peers)
 		cm := c.storeAsync(entries, early)
 		for i, en := range entries {
 			c.noteRoute(en.Recipient, cm, to[i])
@@ -433,15 +439,17 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 // one per frame (the usage changes only by others' frames and by the
 // recipient's ACKs meanwhile); entries still waiting for their commit are
 // not counted either.
-func (c *conn) checkInboxQuota(ctx context.Context, entries []store.InboxEntry, size int) *protoErr {
+//
+// peers[i] is entries[i]'s recipient's connection on this node, or nil.
+func (c *conn) checkInboxQuota(ctx context.Context, entries []store.InboxEntry, peers []router.Peer, size int) *protoErr {
 	cfg := &c.m.cfg
 	if cfg.MaxInboxEntries <= 0 && cfg.MaxInboxBytes <= 0 {
 		return nil
 	}
 	now := c.m.d.Now()
 	var away, stale []string
-	for _, e := range entries {
-		if c.m.d.Router.Registry.Lookup(e.Recipient) == nil {
+	for i, e := range entries {
+		if peers[i] == nil {
 			away = append(away, e.Recipient)
 		}
 	}
@@ -524,12 +532,13 @@ const (
 // Only ack-mode recipients take early deliveries.
 
 // deliverEarly hands the entries to their recipients' connections on this
-// node where it can. It returns the early state of each entry so delivered
-// (nil when none was) and the id of the connection each went to (0: none).
-func (c *conn) deliverEarly(entries []store.InboxEntry) (early []*router.Early, to []uint64) {
+// node (peers[i], nil when none) where it can. It returns the early state
+// of each entry so delivered (nil when none was) and the id of the
+// connection each went to (0: none).
+func (c *conn) deliverEarly(entries []store.InboxEntry, peers []router.Peer) (early []*router.Early, to []uint64) {
 	to = make([]uint64, len(entries))
 	for i, e := range entries {
-		p, ok := c.m.d.Router.Registry.Lookup(e.Recipient).(*conn)
+		p, ok := peers[i].(*conn)
 		if !ok || !p.ackMode || !c.mayDeliverEarly(e.Recipient, p) {
 			continue
 		}
