@@ -61,6 +61,8 @@ type Params struct {
 	ServerPID int    // with Target: server process for CPU and RSS (0 = unknown)
 	ServerBin string // commucat-server binary to start ("" = next to this one, PATH, go build)
 	KeepDir   bool   // keep the temporary server directory
+
+	CPUProfile string // write the load tool's own CPU profile here (commucat-bench)
 }
 
 // DefaultParams returns the defaults of the flags.
@@ -138,6 +140,7 @@ func ParseArgs(args []string, stderr io.Writer) (Params, error) {
 	fs.IntVar(&p.ServerPID, "server-pid", p.ServerPID, "with --target: server process id, for CPU and RSS")
 	fs.StringVar(&p.ServerBin, "server-bin", p.ServerBin, "commucat-server binary to start")
 	fs.BoolVar(&p.KeepDir, "keep", p.KeepDir, "keep the temporary server directory")
+	fs.StringVar(&p.CPUProfile, "cpuprofile", p.CPUProfile, "write the load tool's own CPU profile (not the server's) to this file")
 	if err := fs.Parse(args); err != nil {
 		return p, err
 	}
