@@ -63,6 +63,7 @@ type h2Raw struct {
 	pr          *io.PipeReader
 	answerPings bool
 	pings       chan time.Time
+	settings    chan []byte // the payload of each SETTINGS from the server (not ACKs)
 	goaway      atomic.Bool
 	closed      chan struct{}
 	lastSent    atomic.Int64 // unix nanoseconds of the last frame written
@@ -97,7 +98,7 @@ func dialH2Raw(t *testing.T, s *servertest.Server, answerPings bool) *h2Raw {
 		t.Fatalf("ALPN %q", p)
 	}
 	pr, pw := io.Pipe()
-	h := &h2Raw{conn: conn, pr: pr, pw: pw, answerPings: answerPings, pings: make(chan time.Time, 16), closed: make(chan struct{})}
+	h := &h2Raw{conn: conn, pr: pr, pw: pw, answerPings: answerPings, pings: make(chan time.Time, 16), settings: make(chan []byte, 4), closed: make(chan struct{})}
 	t.Cleanup(func() { conn.Close(); pr.Close() })
 
 	var first []byte
@@ -191,6 +192,10 @@ func (h *h2Raw) readLoop() {
 			}
 		case h2Settings:
 			if flags&h2FlagAck == 0 {
+				select {
+				case h.settings <- payload:
+				default:
+				}
 				_ = h.writeRaw(appendH2Frame(nil, h2Settings, h2FlagAck, 0, nil))
 			}
 		case h2Ping:
@@ -358,5 +363,43 @@ func TestItem13SilentPeerDisconnected(t *testing.T) {
 	})
 	if f.Channel != 0 {
 		t.Fatalf("PRESENCE on channel %d", f.Channel)
+	}
+}
+
+// TestHTTP2Settings reads the server's SETTINGS (§3.7): at most
+// server.max_concurrent_streams streams, a 16 384-byte max frame size, and
+// HPACK dynamic tables of 1 byte, so that neither side indexes headers
+// (a /connect stream carries one header block each way; the tables would
+// only hold memory on every idle connection). A /connect stream still
+// works on such a connection (the handshake of rawOverH2).
+func TestHTTP2Settings(t *testing.T) {
+	s := servertest.Start(t, func(c *config.Config) { c.Server.MaxConcurrentStreams = 77 })
+	h := dialH2Raw(t, s, true)
+	var payload []byte
+	select {
+	case payload = <-h.settings:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no SETTINGS from the server")
+	}
+	if len(payload)%6 != 0 {
+		t.Fatalf("SETTINGS payload of %d bytes", len(payload))
+	}
+	got := map[uint16]uint32{}
+	for p := payload; len(p) >= 6; p = p[6:] {
+		got[binary.BigEndian.Uint16(p)] = binary.BigEndian.Uint32(p[2:])
+	}
+	for id, want := range map[uint16]uint32{
+		0x1: 1,     // SETTINGS_HEADER_TABLE_SIZE
+		0x3: 77,    // SETTINGS_MAX_CONCURRENT_STREAMS
+		0x5: 16384, // SETTINGS_MAX_FRAME_SIZE
+	} {
+		if v, ok := got[id]; !ok || v != want {
+			t.Errorf("setting 0x%x = %d (sent: %v), want %d", id, v, ok, want)
+		}
+	}
+	r := rawOverH2(t, s, h)
+	res := r.connect(r.clientConfig(newIdentity(t, "settings"), uniqueHandle("settings"), []int{1, 2}, nil))
+	if res.sess.Version != 2 {
+		t.Fatalf("version %d", res.sess.Version)
 	}
 }

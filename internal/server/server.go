@@ -392,8 +392,14 @@ func (s *Server) Listen(addr string) error {
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: int(s.conf.Server.MaxConcurrentStreams),
 			MaxReadFrameSize:     16384,
-			SendPingTimeout:      k,
-			PingTimeout:          2 * k,
+			// HPACK dynamic tables: a /connect stream sends and receives
+			// one header block each, so indexing only costs memory on
+			// every idle connection (the maps of each table). 1 keeps
+			// our encoder from indexing and asks clients not to either.
+			MaxEncoderHeaderTableSize: 1,
+			MaxDecoderHeaderTableSize: 1,
+			SendPingTimeout:           k,
+			PingTimeout:               2 * k,
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
