@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -121,6 +122,9 @@ type Client struct {
 // reported by Run.
 func New(opts Options) *Client {
 	o, err := opts.normalize()
+	if err == nil {
+		o.TLSConfig = withSessionCache(o.TLSConfig)
+	}
 	c := &Client{
 		opts:    o,
 		optErr:  err,
@@ -534,4 +538,24 @@ func (c *Client) SetPresence(ctx context.Context, state string) error {
 		return err
 	}
 	return conn.SetPresence(ctx, state)
+}
+
+// withSessionCache returns cfg, or a copy of it with a TLS session cache
+// when it has none: a Client's reconnects then resume TLS (RFC 8446 §2.2,
+// PSK with a fresh (EC)DHE key exchange, so forward secrecy stays), which
+// spares the server's certificate signature and the client's certificate
+// verification. A server that cannot resume the session (another node, a
+// restart) answers with a full handshake. The cache lives as long as the
+// Client, in memory only.
+func withSessionCache(cfg *tls.Config) *tls.Config {
+	if cfg != nil && cfg.ClientSessionCache != nil {
+		return cfg
+	}
+	if cfg == nil {
+		cfg = &tls.Config{}
+	} else {
+		cfg = cfg.Clone()
+	}
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(0)
+	return cfg
 }

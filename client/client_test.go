@@ -336,3 +336,36 @@ func TestFallbackURLValidation(t *testing.T) {
 		t.Fatalf("normalized %q %q, %v", o.URL, o.FallbackURLs, err)
 	}
 }
+
+// TestClientResumesTLS: a Client's reconnect resumes the TLS session of
+// its earlier connections (the Client adds a session cache to a TLSConfig
+// without one), while Options.TLSConfig itself is left alone. HTTP/1.1 and
+// WebSocket streams each have their own TLS connection; on HTTP/2 the
+// reconnect reuses the connection, so there is no second handshake.
+func TestClientResumesTLS(t *testing.T) {
+	for _, tr := range []Transport{HTTP1, WebSocket} {
+		t.Run(tr.String(), func(t *testing.T) {
+			s := newTestServer(t)
+			o := clientOptions(s, newTestIdentity(t, "dev-a"), tr)
+			cl := New(o)
+			if o.TLSConfig.ClientSessionCache != nil {
+				t.Fatal("New changed the caller's TLSConfig")
+			}
+			runClient(t, cl)
+			nextEvent[*Connected](t, cl)
+			sc1 := s.nextConn(t)
+			first := len(s.tlsResumed())
+			sc1.close()
+			nextEvent[*Disconnected](t, cl)
+			nextEvent[*Connected](t, cl)
+			s.nextConn(t)
+			got := s.tlsResumed()
+			if len(got) <= first || got[0] {
+				t.Fatalf("TLS handshakes (resumed?) %v: want a full first one and one more after the reconnect", got)
+			}
+			if !got[len(got)-1] {
+				t.Fatalf("the reconnect's TLS handshake did not resume: %v", got)
+			}
+		})
+	}
+}

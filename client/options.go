@@ -56,7 +56,9 @@ type Options struct {
 	FallbackURLs []string
 	// TLSConfig sets RootCAs, ServerName, client certificates...; nil
 	// means the system roots. Its NextProtos is replaced to force the
-	// transport's HTTP version; MinVersion defaults to TLS 1.3.
+	// transport's HTTP version; MinVersion defaults to TLS 1.3. A Client
+	// adds a ClientSessionCache when it has none, so that its reconnects
+	// resume TLS; Dial uses only what is set here.
 	TLSConfig *tls.Config
 	// Transport selects HTTP2 (default), HTTP1 or WebSocket.
 	Transport Transport

@@ -20,6 +20,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +67,7 @@ type testServer struct {
 	nextID   int
 	conns    chan *serverConn
 	all      []*serverConn
+	resumed  []bool // for each completed TLS handshake, whether it resumed a session
 }
 
 type inboxEntry struct {
@@ -138,10 +140,24 @@ func newTestServer(t testing.TB) *testServer {
 	mux.HandleFunc("/connect", s.handleConnect)
 	s.hs = httptest.NewUnstartedServer(mux)
 	s.hs.EnableHTTP2 = true
+	s.hs.TLS = &tls.Config{VerifyConnection: func(cs tls.ConnectionState) error {
+		s.mu.Lock()
+		s.resumed = append(s.resumed, cs.DidResume)
+		s.mu.Unlock()
+		return nil
+	}}
 	s.hs.StartTLS()
 	s.url = s.hs.URL
 	t.Cleanup(s.close)
 	return s
+}
+
+// tlsResumed returns, for each TLS handshake completed so far, whether it
+// resumed a session.
+func (s *testServer) tlsResumed() []bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.resumed)
 }
 
 func (s *testServer) close() {

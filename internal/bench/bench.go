@@ -39,6 +39,7 @@ type Params struct {
 
 	// handshake
 	Concurrency int
+	Resume      bool // handshake: each device keeps a TLS session cache
 
 	// relay
 	Senders     int
@@ -123,6 +124,8 @@ func ParseArgs(args []string, stderr io.Writer) (Params, error) {
 	fs.StringVar(&p.JSON, "json", p.JSON, "write the JSON result to this file (default stdout)")
 	fs.BoolVar(&p.Quiet, "quiet", p.Quiet, "no progress line on stderr")
 	fs.IntVar(&p.Concurrency, "concurrency", p.Concurrency, "handshake: parallel handshakes")
+	fs.BoolVar(&p.Resume, "resume", p.Resume, "handshake: each device keeps a TLS session cache, so that its reconnects resume TLS\n"+
+		"(as a client.Client's do); default: a full TLS handshake for every session")
 	fs.IntVar(&p.Senders, "senders", p.Senders, "relay: sender devices (one channel each)")
 	fs.IntVar(&p.ChannelSize, "channel-size", p.ChannelSize, "relay: members per channel (sender + K-1 receivers)")
 	fs.IntVar(&p.Size, "size", p.Size, "relay, inbox: MSG payload bytes (at least 16)")
@@ -190,6 +193,8 @@ func (p *Params) Validate() error {
 		return fmt.Errorf("--rate must be 0 (closed loop) or a positive rate up to 1e8 MSGs/s")
 	case p.Rate > 0 && p.Scenario != "relay":
 		return fmt.Errorf("--rate goes with the relay scenario")
+	case p.Resume && p.Scenario != "handshake":
+		return fmt.Errorf("--resume goes with the handshake scenario")
 	case p.Connections < 1:
 		return fmt.Errorf("--connections must be at least 1")
 	case p.Messages < 1:
@@ -383,6 +388,7 @@ func (p *Params) parameters() map[string]any {
 	case "handshake":
 		m["duration_s"] = p.Duration.Seconds()
 		m["concurrency"] = p.Concurrency
+		m["resume"] = p.Resume
 	case "relay":
 		m["duration_s"] = p.Duration.Seconds()
 		m["warmup_s"] = p.Warmup.Seconds()

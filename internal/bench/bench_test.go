@@ -334,6 +334,7 @@ func TestParseArgs(t *testing.T) {
 		{"relay", "--rate", "-1"},
 		{"relay", "--rate", "NaN"},
 		{"handshake", "--rate", "10"},
+		{"relay", "--resume"},
 		{"idle", "--target", "https://127.0.0.1:1"},
 		{"idle", "--server-pid", "1"},
 		{"idle", "extra", "args"},

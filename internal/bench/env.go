@@ -53,6 +53,7 @@ func newEnv(ctx context.Context, p Params, tr client.Transport, srv *Server, std
 type device struct {
 	id     *client.Identity
 	handle string
+	tls    *tls.Config // replaces env.tls when set (handshake --resume)
 }
 
 func (e *env) newDevice(name string) (*device, error) {
@@ -68,9 +69,13 @@ func (e *env) newDevice(name string) (*device, error) {
 // so a dial makes no server-info request (one TLS connection per dial).
 func (e *env) options(d *device) client.Options {
 	versions := []int{e.p.Version}
+	tc := e.tls
+	if d.tls != nil {
+		tc = d.tls
+	}
 	return client.Options{
 		URL:              e.srv.URL,
-		TLSConfig:        e.tls,
+		TLSConfig:        tc,
 		Transport:        e.tr,
 		Identity:         d.id,
 		Handle:           d.handle,

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,7 +13,8 @@ import (
 // Concurrency workers owns one device (registered before the measurement)
 // and repeatedly dials (a new TLS connection, the Noise handshake, the
 // handshake ACK) and closes (the server ends the stream). The rate counts
-// completed dial+close cycles.
+// completed dial+close cycles. With Resume each device keeps a TLS
+// session cache, so after its first session every TLS handshake resumes.
 func runHandshake(ctx context.Context, e *env, res *Result) error {
 	p := e.p
 	devs := make([]*device, p.Concurrency)
@@ -20,6 +22,10 @@ func runHandshake(ctx context.Context, e *env, res *Result) error {
 		d, err := e.newDevice(fmt.Sprintf("h%d", i))
 		if err != nil {
 			return err
+		}
+		if p.Resume {
+			d.tls = e.tls.Clone()
+			d.tls.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 		}
 		devs[i] = d
 	}

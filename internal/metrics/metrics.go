@@ -45,6 +45,7 @@ const (
 	NameRelayExpired           = "commucat_relay_expired"
 	NameRelayEarlyAcked        = "commucat_relay_early_acked"
 	NameRelayInboxFull         = "commucat_relay_inbox_full"
+	NameTLSHandshakes          = "commucat_tls_handshakes"
 	NameHandshakeDuration      = "commucat_handshake_duration_seconds"
 	NameFrameHandlingDuration  = "commucat_frame_handling_duration_seconds"
 	NameRelayStoreDuration     = "commucat_relay_store_duration_seconds"
@@ -59,6 +60,7 @@ const (
 	LabelType    = "type"
 	LabelRoute   = "route"
 	LabelKind    = "kind"
+	LabelResult  = "result"
 )
 
 // RouteOther is the route label of requests that match no served route.
@@ -116,6 +118,11 @@ func FrameTypes() []string {
 	}
 }
 
+// TLSResults returns the values of the result label of
+// commucat_tls_handshakes: a full handshake, a resumed session (RFC 8446
+// §2.2), or a handshake that failed or timed out.
+func TLSResults() []string { return []string{"full", "resumed", "failed"} }
+
 // MediaKinds returns the values of the kind label.
 func MediaKinds() []string { return []string{"audio", "video"} }
 
@@ -148,6 +155,8 @@ type Metrics struct {
 	RelayExpired          prometheus.Counter
 	RelayEarlyAcked       prometheus.Counter
 	RelayInboxFull        prometheus.Counter
+	// TLSHandshakes has the label result (TLSResults).
+	TLSHandshakes *prometheus.CounterVec
 
 	// HandshakeDuration has the label pattern (XK, IK).
 	HandshakeDuration *prometheus.HistogramVec
@@ -183,6 +192,13 @@ func New(reg prometheus.Registerer) *Metrics {
 		}
 		return h
 	}
+	counterVec := func(name, help, label string, values []string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+		for _, v := range values {
+			c.WithLabelValues(v)
+		}
+		return c
+	}
 	routes := append(append(make([]string, 0, len(Routes)+1), Routes...), RouteOther)
 
 	m := &Metrics{
@@ -210,6 +226,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			"Inbox entries not written: the online recipient acknowledged the frame, delivered before the commit, first."),
 		RelayInboxFull: counter(NameRelayInboxFull,
 			"Durable frames refused because a recipient's inbox was full (limits.max_inbox_entries, limits.max_inbox_bytes)."),
+		TLSHandshakes: counterVec(NameTLSHandshakes,
+			"TLS handshakes on the listener: full, resumed (a session ticket) or failed.", LabelResult, TLSResults()),
 
 		HandshakeDuration: histogramVec(NameHandshakeDuration,
 			"Time from stream start to the handshake ACK.", LabelPattern, HandshakePatterns()),
@@ -230,7 +248,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.MultipathPaths, m.CensorshipDeflections, m.CallsActive, m.CallsTotal,
 		m.CallVoiceFrames, m.CallVideoFrames, m.RateLimitHTTP, m.RateLimitConnect,
 		m.SecretRotationsNoise, m.SecretRotationsAdmin, m.RateLimitFrames, m.RelayExpired,
-		m.RelayEarlyAcked, m.RelayInboxFull,
+		m.RelayEarlyAcked, m.RelayInboxFull, m.TLSHandshakes,
 		m.HandshakeDuration, m.FrameHandlingDuration, m.RelayStoreDuration,
 		m.DeliveryLatency, m.HTTPRequestDuration, m.MediaTranscodeDuration,
 	)

@@ -37,6 +37,7 @@ var spec13 = []struct{ name, typ, help, label string }{
 	{"commucat_relay_expired", "counter", "Inbox entries deleted after limits.relay_ttl.", ""},
 	{"commucat_relay_early_acked", "counter", "Inbox entries not written: the online recipient acknowledged the frame, delivered before the commit, first.", ""},
 	{"commucat_relay_inbox_full", "counter", "Durable frames refused because a recipient's inbox was full (limits.max_inbox_entries, limits.max_inbox_bytes).", ""},
+	{"commucat_tls_handshakes", "counter", "TLS handshakes on the listener: full, resumed (a session ticket) or failed.", "result"},
 	{"commucat_handshake_duration_seconds", "histogram", "Time from stream start to the handshake ACK.", "pattern"},
 	{"commucat_frame_handling_duration_seconds", "histogram", "Time from receiving a frame to sending its reply or finishing it.", "type"},
 	{"commucat_relay_store_duration_seconds", "histogram", "Time to store a durable frame for all its recipients.", ""},
@@ -54,7 +55,8 @@ var specLabelValues = map[string][]string{
 	"route": {"/", "/index.html", "/healthz", "/readyz", "/metrics", "/connect", "/openapi.json",
 		"/api/server-info", "/api/pair", "/api/pair/claim", "/api/devices", "/api/devices/revoke",
 		"/api/friends", "/api/security-stats", "/api/p2p/assist", "other"},
-	"kind": {"audio", "video"},
+	"kind":   {"audio", "video"},
+	"result": {"full", "resumed", "failed"},
 }
 
 var specBuckets = []string{"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
@@ -110,9 +112,15 @@ func TestExposition(t *testing.T) {
 			t.Errorf("missing line %q", typ)
 		}
 		switch {
-		case m.typ != "histogram":
+		case m.typ != "histogram" && m.label == "":
 			if !slices.Contains(lines, m.name+" 0") {
 				t.Errorf("missing unlabelled sample %q", m.name+" 0")
+			}
+		case m.typ != "histogram":
+			for _, v := range specLabelValues[m.label] {
+				if l := fmt.Sprintf("%s{%s=%q} 0", m.name, m.label, v); !slices.Contains(lines, l) {
+					t.Errorf("missing sample %q", l)
+				}
 			}
 		case m.label == "":
 			checkHistogram(t, lines, m.name, "")

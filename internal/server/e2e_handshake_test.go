@@ -9,11 +9,15 @@ import (
 	"crypto/mlkem"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +27,7 @@ import (
 	"github.com/commucat/commucat/client"
 	"github.com/commucat/commucat/internal/config"
 	"github.com/commucat/commucat/internal/identity"
+	"github.com/commucat/commucat/internal/metrics"
 	"github.com/commucat/commucat/internal/noiseconn"
 	"github.com/commucat/commucat/internal/servertest"
 	"github.com/commucat/commucat/internal/store"
@@ -837,5 +842,77 @@ func TestItem47HelloAfterHandshake(t *testing.T) {
 				t.Fatalf("connection no longer works: %v", err)
 			}
 		})
+	}
+}
+
+// labeledCounter is the value of the counter name{label="value"}.
+func labeledCounter(t *testing.T, s *servertest.Server, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := s.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("metric %s{%s=%q} not found", name, label, value)
+	return 0
+}
+
+// TestTLSResumption: the server resumes TLS sessions (session tickets,
+// RFC 8446 §2.2), and commucat_tls_handshakes counts full, resumed and
+// failed TLS handshakes. The second dial of a client that keeps a TLS
+// session cache resumes; bytes that are not a ClientHello count as failed.
+func TestTLSResumption(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, nil)
+	const name = metrics.NameTLSHandshakes
+	cache := tls.NewLRUClientSessionCache(0)
+	withCache := func(o *client.Options) {
+		o.Transport = client.HTTP1 // a TLS connection per stream
+		o.TLSConfig = o.TLSConfig.Clone()
+		o.TLSConfig.ClientSessionCache = cache
+	}
+	id := newIdentity(t, "resume")
+	handle := uniqueHandle("resume")
+	// The first dial makes a full TLS handshake (its server-info request;
+	// the /connect connection may already resume that session).
+	dial(t, s, id, handle, withCache).Close()
+	full, resumed := labeledCounter(t, s, name, "result", "full"), labeledCounter(t, s, name, "result", "resumed")
+	if full != 1 {
+		t.Fatalf("after the first dial: full %v (want 1), resumed %v", full, resumed)
+	}
+	// The second dial resumes every connection it opens, and its handshake
+	// (Noise and the ACK) completes on a resumed connection.
+	dial(t, s, id, handle, withCache).Close()
+	if f, r := labeledCounter(t, s, name, "result", "full"), labeledCounter(t, s, name, "result", "resumed"); f != full || r <= resumed {
+		t.Fatalf("second dial: full %v → %v, resumed %v → %v; want only resumed handshakes", full, f, resumed, r)
+	}
+
+	if got := labeledCounter(t, s, name, "result", "failed"); got != 0 {
+		t.Fatalf("failed = %v before any failure", got)
+	}
+	raw, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = raw.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	_, _ = io.Copy(io.Discard, raw) // the server closes the connection
+	raw.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for labeledCounter(t, s, name, "result", "failed") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("a plaintext request on the TLS port was not counted as a failed TLS handshake")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -378,7 +378,9 @@ func (s *Server) Listen(addr string) error {
 	if err != nil {
 		return err
 	}
-	s.ln = newHandshakeListener(ln, tlsConf, s.conf.Server.ReadHeaderTimeout, s.conf.Security.MaxHandshakesPerIP, s.conf.Server.TrustedProxies)
+	hl := newHandshakeListener(ln, tlsConf, s.conf.Server.ReadHeaderTimeout, s.conf.Security.MaxHandshakesPerIP, s.conf.Server.TrustedProxies)
+	hl.observe = func(result string) { s.metrics.TLSHandshakes.WithLabelValues(result).Inc() }
+	s.ln = hl
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetHTTP2(true)

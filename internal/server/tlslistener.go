@@ -43,6 +43,9 @@ type handshakeListener struct {
 	timeout time.Duration
 	perIP   int
 	trusted []netip.Prefix
+	// observe, when set before the first Accept, is told how each TLS
+	// handshake ended: "full", "resumed" or "failed".
+	observe func(result string)
 
 	start sync.Once // the accept loop starts at the first Accept
 	ready chan net.Conn
@@ -170,6 +173,16 @@ func (l *handshakeListener) handshake(raw net.Conn) {
 	_ = raw.SetDeadline(time.Now().Add(l.timeout))
 	err := tc.HandshakeContext(context.Background()) // bounded by the deadline; Close closes raw
 	l.untrack(raw)
+	if l.observe != nil {
+		switch {
+		case err != nil:
+			l.observe("failed")
+		case tc.ConnectionState().DidResume:
+			l.observe("resumed")
+		default:
+			l.observe("full")
+		}
+	}
 	if err != nil {
 		raw.Close()
 		return
