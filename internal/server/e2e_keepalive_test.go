@@ -64,6 +64,7 @@ type h2Raw struct {
 	answerPings bool
 	pings       chan time.Time
 	settings    chan []byte // the payload of each SETTINGS from the server (not ACKs)
+	headers     chan []byte // the HPACK block of each HEADERS on stream 1
 	goaway      atomic.Bool
 	closed      chan struct{}
 	lastSent    atomic.Int64 // unix nanoseconds of the last frame written
@@ -98,7 +99,7 @@ func dialH2Raw(t *testing.T, s *servertest.Server, answerPings bool) *h2Raw {
 		t.Fatalf("ALPN %q", p)
 	}
 	pr, pw := io.Pipe()
-	h := &h2Raw{conn: conn, pr: pr, pw: pw, answerPings: answerPings, pings: make(chan time.Time, 16), settings: make(chan []byte, 4), closed: make(chan struct{})}
+	h := &h2Raw{conn: conn, pr: pr, pw: pw, answerPings: answerPings, pings: make(chan time.Time, 16), settings: make(chan []byte, 4), headers: make(chan []byte, 4), closed: make(chan struct{})}
 	t.Cleanup(func() { conn.Close(); pr.Close() })
 
 	var first []byte
@@ -183,6 +184,19 @@ func (h *h2Raw) readLoop() {
 				h.pw.Close()
 			}
 		case h2Headers:
+			if stream == 1 {
+				block := payload
+				if flags&h2FlagPadded != 0 && len(block) > 0 {
+					block = block[1 : len(block)-int(block[0])]
+				}
+				if flags&0x20 != 0 && len(block) >= 5 { // PRIORITY
+					block = block[5:]
+				}
+				select {
+				case h.headers <- block:
+				default:
+				}
+			}
 			if stream == 1 && flags&h2FlagEndStream != 0 {
 				h.pw.Close()
 			}
@@ -367,11 +381,11 @@ func TestItem13SilentPeerDisconnected(t *testing.T) {
 }
 
 // TestHTTP2Settings reads the server's SETTINGS (§3.7): at most
-// server.max_concurrent_streams streams, a 16 384-byte max frame size, and
-// HPACK dynamic tables of 1 byte, so that neither side indexes headers
-// (a /connect stream carries one header block each way; the tables would
-// only hold memory on every idle connection). A /connect stream still
-// works on such a connection (the handshake of rawOverH2).
+// server.max_concurrent_streams streams and a 16 384-byte max frame size.
+// The response HEADERS block starts with an HPACK dynamic table size
+// update to 1 byte: the server indexes no response header (a /connect
+// stream carries one header block; the table would only hold memory on
+// every idle connection). A /connect stream works on such a connection.
 func TestHTTP2Settings(t *testing.T) {
 	s := servertest.Start(t, func(c *config.Config) { c.Server.MaxConcurrentStreams = 77 })
 	h := dialH2Raw(t, s, true)
@@ -389,13 +403,21 @@ func TestHTTP2Settings(t *testing.T) {
 		got[binary.BigEndian.Uint16(p)] = binary.BigEndian.Uint32(p[2:])
 	}
 	for id, want := range map[uint16]uint32{
-		0x1: 1,     // SETTINGS_HEADER_TABLE_SIZE
 		0x3: 77,    // SETTINGS_MAX_CONCURRENT_STREAMS
 		0x5: 16384, // SETTINGS_MAX_FRAME_SIZE
 	} {
 		if v, ok := got[id]; !ok || v != want {
 			t.Errorf("setting 0x%x = %d (sent: %v), want %d", id, v, ok, want)
 		}
+	}
+	select {
+	case block := <-h.headers:
+		// RFC 7541 §6.3: 001xxxxx, a 5-bit prefix integer; 0x21 is size 1.
+		if len(block) == 0 || block[0] != 0x21 {
+			t.Errorf("response header block starts % x, want a table size update to 1 (21)", block[:min(len(block), 4)])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no response HEADERS")
 	}
 	r := rawOverH2(t, s, h)
 	res := r.connect(r.clientConfig(newIdentity(t, "settings"), uniqueHandle("settings"), []int{1, 2}, nil))

@@ -394,12 +394,13 @@ func (s *Server) Listen(addr string) error {
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: int(s.conf.Server.MaxConcurrentStreams),
 			MaxReadFrameSize:     16384,
-			// HPACK dynamic tables: a /connect stream sends and receives
-			// one header block each, so indexing only costs memory on
-			// every idle connection (the maps of each table). 1 keeps
-			// our encoder from indexing and asks clients not to either.
+			// Our HPACK encoder indexes nothing: a /connect stream gets one
+			// header block, so the table's maps would only hold memory on
+			// every idle connection. The decoder keeps the default 4096:
+			// net/http enforces a smaller value at once, before the client
+			// has seen the SETTINGS, and a client that indexed headers in
+			// the meantime gets a COMPRESSION_ERROR.
 			MaxEncoderHeaderTableSize: 1,
-			MaxDecoderHeaderTableSize: 1,
 			SendPingTimeout:           k,
 			PingTimeout:               2 * k,
 		},
