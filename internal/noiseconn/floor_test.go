@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"math/big"
 	"net"
 	"strings"
@@ -31,7 +32,10 @@ import (
 // what a real session costs on top of this is overhead the server and load
 // tool can cut, this is not.
 //
-// Sub-benchmarks: "tls" and "noise-v2[-pq]" alone, "session-v2[-pq]" both.
+// Sub-benchmarks: "tls" and "noise-v2[-pq]" alone, "session-v2[-pq]" both;
+// "-resumed" resumes the TLS session of an earlier connection (a client
+// that reconnects: no certificate signature or verification, the key
+// exchange still runs).
 // Each reports cpu-µs/op, the process's user+system CPU per iteration (both
 // ends together, read with getrusage), and max-ops/s, the rate two fully
 // busy cores could reach for this work alone. issue 7 asks for
@@ -61,23 +65,32 @@ func BenchmarkSessionFloor(b *testing.B) {
 	}
 	v2, v2pq := newFloorNoise(b, false), newFloorNoise(b, true)
 	for _, c := range []struct {
-		name  string
-		tls   bool
-		noise *floorNoise
+		name   string
+		tls    bool
+		resume bool // the TLS handshake resumes an earlier connection's session
+		noise  *floorNoise
 	}{
-		{"tls", true, nil},
-		{"noise-v2", false, v2},
-		{"noise-v2-pq", false, v2pq},
-		{"session-v2", true, v2},
-		{"session-v2-pq", true, v2pq},
+		{"tls", true, false, nil},
+		{"tls-resumed", true, true, nil},
+		{"noise-v2", false, false, v2},
+		{"noise-v2-pq", false, false, v2pq},
+		{"session-v2", true, false, v2},
+		{"session-v2-pq", true, false, v2pq},
+		{"session-v2-resumed", true, true, v2},
 	} {
 		b.Run(c.name, func(b *testing.B) {
+			cfg := cliTLS
+			if c.resume {
+				cfg = cliTLS.Clone()
+				cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+				floorTLS(b, srvTLS, cfg, false) // fills the cache
+			}
 			b.ReportAllocs()
 			cpu0 := processCPU(b)
 			n := 0
 			for b.Loop() {
 				if c.tls {
-					floorTLS(b, srvTLS, cliTLS)
+					floorTLS(b, srvTLS, cfg, c.resume)
 				}
 				if c.noise != nil {
 					c.noise.run(b)
@@ -91,25 +104,37 @@ func BenchmarkSessionFloor(b *testing.B) {
 	}
 }
 
-// floorTLS runs one TLS 1.3 handshake over an in-memory pipe.
-func floorTLS(b *testing.B, srvCfg, cliCfg *tls.Config) {
+// floorTLS runs one TLS 1.3 handshake over an in-memory pipe, then the
+// server sends one byte, so that the client also reads the session ticket
+// the server sent after the handshake. resume says whether the handshake
+// must have resumed a session.
+func floorTLS(b *testing.B, srvCfg, cliCfg *tls.Config, resume bool) {
 	c1, c2 := net.Pipe()
 	defer c1.Close()
 	defer c2.Close()
 	done := make(chan error, 1)
 	go func() {
 		s := tls.Server(c2, srvCfg)
-		done <- s.HandshakeContext(context.Background())
+		if err := s.HandshakeContext(context.Background()); err != nil {
+			done <- err
+			return
+		}
+		_, err := s.Write([]byte{1})
+		done <- err
 	}()
 	c := tls.Client(c1, cliCfg)
 	if err := c.HandshakeContext(context.Background()); err != nil {
 		b.Fatal(err)
 	}
+	var one [1]byte
+	if _, err := io.ReadFull(c, one[:]); err != nil {
+		b.Fatal(err)
+	}
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
-	if c.ConnectionState().Version != tls.VersionTLS13 {
-		b.Fatal("not TLS 1.3")
+	if st := c.ConnectionState(); st.Version != tls.VersionTLS13 || st.DidResume != resume {
+		b.Fatalf("TLS version %x, resumed %v (want %v)", st.Version, st.DidResume, resume)
 	}
 }
 
