@@ -44,7 +44,8 @@ type handshakeListener struct {
 	perIP   int
 	trusted []netip.Prefix
 	// observe, when set before the first Accept, is told how each TLS
-	// handshake ended: "full", "resumed" or "failed".
+	// handshake ended: "full", "resumed" or "failed" (not for handshakes
+	// that Close aborts).
 	observe func(result string)
 
 	start sync.Once // the accept loop starts at the first Accept
@@ -176,7 +177,11 @@ func (l *handshakeListener) handshake(raw net.Conn) {
 	if l.observe != nil {
 		switch {
 		case err != nil:
-			l.observe("failed")
+			select {
+			case <-l.done: // aborted by Close, not the peer's failure
+			default:
+				l.observe("failed")
+			}
 		case tc.ConnectionState().DidResume:
 			l.observe("resumed")
 		default:
@@ -226,11 +231,11 @@ func (l *handshakeListener) shut() {
 		return
 	}
 	l.closed = true
+	close(l.done) // first: the aborted handshakes below see it (observe)
 	for c := range l.pending {
 		c.Close()
 	}
 	l.mu.Unlock()
-	close(l.done)
 }
 
 // Close stops accepting, aborts the handshakes in progress and waits for

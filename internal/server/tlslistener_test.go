@@ -12,6 +12,8 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -26,6 +28,9 @@ func TestHandshakeListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := newHandshakeListener(inner, conf, 2*time.Second, 0, nil)
+	var omu sync.Mutex
+	var observed []string
+	l.observe = func(r string) { omu.Lock(); observed = append(observed, r); omu.Unlock() }
 	// A silent peer: TCP only.
 	silent, err := net.Dial("tcp", inner.Addr().String())
 	if err != nil {
@@ -67,6 +72,13 @@ func TestHandshakeListener(t *testing.T) {
 	}
 	if err := <-done; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+	// The completed handshake counts; the silent peer's, aborted by
+	// Close, is not the peer's failure.
+	omu.Lock()
+	defer omu.Unlock()
+	if !slices.Equal(observed, []string{"full"}) {
+		t.Fatalf("observed %q, want [full]", observed)
 	}
 }
 
