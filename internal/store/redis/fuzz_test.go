@@ -3,6 +3,7 @@ package redis
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/commucat/commucat/internal/router"
 )
@@ -58,10 +59,21 @@ func FuzzOpenMessage(f *testing.F) {
 	f.Add(sealed)
 	f.Add(raw)
 	f.Add([]byte(`{"mac":1}`))
+	meta := busMeta{src: "0123456789abcdef", seq: 1, to: "node-b", ts: 1764158400000}
+	if protected, err := SealMessage(key, raw, meta.members()...); err == nil {
+		f.Add(protected)
+	} else {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		opened, err := OpenMessage(key, b)
+		v, opened, err := openMessage(key, b)
 		if err != nil {
 			return
+		}
+		// The replay members are read without panicking, and a message
+		// whose members read is judged without panicking either.
+		if m, err := readMeta(v); err == nil {
+			_ = newReplayGuard().accept(m, "node-b", time.UnixMilli(1764158400000))
 		}
 		again, err := SealMessage(key, opened)
 		if err != nil {

@@ -5,6 +5,7 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -50,6 +52,11 @@ type Options struct {
 type Cluster struct {
 	rdb  *goredis.Client
 	opts Options
+
+	// Replay protection of the bus (with BusKey; replay.go).
+	src   string        // this process's bus_src
+	seq   atomic.Uint64 // the last bus_seq published
+	guard *replayGuard
 }
 
 var _ router.Cluster = (*Cluster)(nil)
@@ -71,7 +78,9 @@ func Open(opts Options) (*Cluster, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Cluster{rdb: goredis.NewClient(o), opts: opts}, nil
+	var src [8]byte
+	rand.Read(src[:])
+	return &Cluster{rdb: goredis.NewClient(o), opts: opts, src: hex.EncodeToString(src[:]), guard: newReplayGuard()}, nil
 }
 
 // Close closes the client.
@@ -292,7 +301,8 @@ func (c *Cluster) Publish(ctx context.Context, node string, m router.BusMessage)
 		return err
 	}
 	if c.opts.BusKey != nil {
-		if b, err = SealMessage(c.opts.BusKey, b); err != nil {
+		meta := busMeta{src: c.src, seq: c.seq.Add(1), to: node, ts: c.opts.Now().UnixMilli()}
+		if b, err = SealMessage(c.opts.BusKey, b, meta.members()...); err != nil {
 			return err
 		}
 	}
@@ -310,11 +320,22 @@ func busMAC(key *[32]byte, canonical []byte) []byte {
 	return h.Sum(nil)
 }
 
-// SealMessage adds the mac member to the canonical JSON of a bus message.
-func SealMessage(key *[32]byte, canonical []byte) ([]byte, error) {
+// SealMessage adds the extra members (Publish: the replay members,
+// replay.go) and the mac member, which covers them, to the canonical JSON
+// of a bus message.
+func SealMessage(key *[32]byte, canonical []byte, extra ...canonjson.Member) ([]byte, error) {
 	v, err := canonjson.Parse(canonical)
 	if err != nil || v.Kind != canonjson.Object {
 		return nil, errors.New("bus message is not a JSON object")
+	}
+	if len(extra) > 0 {
+		for _, m := range extra {
+			if _, dup := v.Get(m.Key); dup || m.Key == macMember {
+				return nil, fmt.Errorf("bus message already has member %q", m.Key)
+			}
+		}
+		v.Obj = append(v.Obj, extra...)
+		canonical = v.AppendCanonical(nil)
 	}
 	v.Obj = append(v.Obj, canonjson.Member{Key: macMember, Value: canonjson.StringValue(hex.EncodeToString(busMAC(key, canonical)))})
 	return v.AppendCanonical(nil), nil
@@ -323,37 +344,61 @@ func SealMessage(key *[32]byte, canonical []byte) ([]byte, error) {
 // OpenMessage checks the mac member of a received bus message and returns
 // the message without it.
 func OpenMessage(key *[32]byte, b []byte) ([]byte, error) {
+	_, opened, err := openMessage(key, b)
+	return opened, err
+}
+
+// openMessage is OpenMessage, also returning the parsed message.
+func openMessage(key *[32]byte, b []byte) (canonjson.Value, []byte, error) {
+	var v canonjson.Value
 	if len(b) > maxBusMessage {
-		return nil, errors.New("bus message too large")
+		return v, nil, errors.New("bus message too large")
 	}
 	v, err := canonjson.Parse(b)
 	if err != nil || v.Kind != canonjson.Object {
-		return nil, errors.New("bus message is not a JSON object")
+		return v, nil, errors.New("bus message is not a JSON object")
 	}
 	var tag []byte
 	rest := v.Obj[:0:0]
 	for _, m := range v.Obj {
 		if m.Key == macMember {
 			if m.Value.Kind != canonjson.String {
-				return nil, errors.New("bus message mac is not a string")
+				return v, nil, errors.New("bus message mac is not a string")
 			}
 			tag, err = hex.DecodeString(m.Value.Str)
 			if err != nil {
-				return nil, errors.New("bus message mac is not hex")
+				return v, nil, errors.New("bus message mac is not hex")
 			}
 			continue
 		}
 		rest = append(rest, m)
 	}
 	if tag == nil {
-		return nil, errors.New("bus message without mac")
+		return v, nil, errors.New("bus message without mac")
 	}
 	v.Obj = rest
 	canonical := v.AppendCanonical(nil)
 	if subtle.ConstantTimeCompare(tag, busMAC(key, canonical)) != 1 {
-		return nil, errors.New("bus message mac does not verify")
+		return v, nil, errors.New("bus message mac does not verify")
 	}
-	return canonical, nil
+	return v, canonical, nil
+}
+
+// open checks a received message's mac and replay members (replay.go)
+// and returns it without the mac.
+func (c *Cluster) open(b []byte) ([]byte, error) {
+	v, opened, err := openMessage(c.opts.BusKey, b)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := readMeta(v)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.guard.accept(meta, c.opts.NodeID, c.opts.Now()); err != nil {
+		return nil, err
+	}
+	return opened, nil
 }
 
 // heartbeat writes node:<id> with the current time.
@@ -410,7 +455,7 @@ func (c *Cluster) Run(ctx context.Context, handle func(router.BusMessage), resub
 		case *goredis.Message:
 			b := []byte(v.Payload)
 			if c.opts.BusKey != nil {
-				if b, err = OpenMessage(c.opts.BusKey, b); err != nil {
+				if b, err = c.open(b); err != nil {
 					c.opts.Logger.Warn("bus message refused", "err", err)
 					continue
 				}
