@@ -139,6 +139,11 @@ func (c *conn) handleGroupCreate(f ccp.Frame, received time.Time) ([]byte, *prot
 		}
 		groupID = id
 	}
+	// The frame the members get (needed first for the quota check).
+	payload, e := c.attributed(obj)
+	if e != nil {
+		return nil, e
+	}
 	now := c.m.d.Now()
 	var rcpts []string
 	e = c.runTx(func(ctx context.Context, q store.Queries) *protoErr {
@@ -174,13 +179,11 @@ func (c *conn) handleGroupCreate(f ccp.Frame, received time.Time) ([]byte, *prot
 			return e
 		}
 		var e *protoErr
-		rcpts, e = c.recipients(ctx, q, f.Channel)
-		return e
+		if rcpts, e = c.recipients(ctx, q, f.Channel); e != nil {
+			return e
+		}
+		return c.checkGroupQuota(ctx, rcpts, len(payload))
 	})
-	if e != nil {
-		return nil, e
-	}
-	payload, e := c.attributed(obj)
 	if e != nil {
 		return nil, e
 	}
@@ -220,6 +223,11 @@ func (c *conn) handleGroupInvite(f ccp.Frame, received time.Time) ([]byte, *prot
 	if f.Channel == 0 {
 		return nil, perr(ccp.TitleInvalidPayload, detailReserved)
 	}
+	// The frame the members get (needed first for the quota check).
+	payload, e := c.attributed(obj)
+	if e != nil {
+		return nil, e
+	}
 	now := c.m.d.Now()
 	var rcpts []string
 	e = c.runTx(func(ctx context.Context, q store.Queries) *protoErr {
@@ -245,13 +253,11 @@ func (c *conn) handleGroupInvite(f ccp.Frame, received time.Time) ([]byte, *prot
 			return e
 		}
 		var e *protoErr
-		rcpts, e = c.recipients(ctx, q, f.Channel)
-		return e
+		if rcpts, e = c.recipients(ctx, q, f.Channel); e != nil {
+			return e
+		}
+		return c.checkGroupQuota(ctx, rcpts, len(payload))
 	})
-	if e != nil {
-		return nil, e
-	}
-	payload, e := c.attributed(obj)
 	if e != nil {
 		return nil, e
 	}

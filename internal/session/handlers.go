@@ -411,7 +411,13 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 	for i, en := range entries {
 		peers[i] = c.m.d.Router.Registry.Lookup(en.Recipient)
 	}
-	if e := c.checkInboxQuota(ctx, entries, peers, len(payload)); e != nil {
+	var away []string
+	for i, en := range entries {
+		if peers[i] == nil {
+			away = append(away, en.Recipient)
+		}
+	}
+	if e := c.checkInboxQuota(ctx, away, len(payload)); e != nil {
 		return nil, e
 	}
 	if len(entries) > 0 {
@@ -426,8 +432,8 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 }
 
 // checkInboxQuota refuses a durable frame when the inbox of a recipient
-// that is not connected to this node cannot take one more entry of size
-// bytes (limits.max_inbox_entries, limits.max_inbox_bytes): nobody can
+// that is not connected to this node (away) cannot take one more entry of
+// size bytes (limits.max_inbox_entries, limits.max_inbox_bytes): nobody can
 // fill the server's disk through the inbox of a device that is away.
 // Recipients connected here are not checked: they take the frame at once
 // (early delivery) and their inbox only holds what they have not yet
@@ -439,20 +445,13 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 // one per frame (the usage changes only by others' frames and by the
 // recipient's ACKs meanwhile); entries still waiting for their commit are
 // not counted either.
-//
-// peers[i] is entries[i]'s recipient's connection on this node, or nil.
-func (c *conn) checkInboxQuota(ctx context.Context, entries []store.InboxEntry, peers []router.Peer, size int) *protoErr {
+func (c *conn) checkInboxQuota(ctx context.Context, away []string, size int) *protoErr {
 	cfg := &c.m.cfg
 	if cfg.MaxInboxEntries <= 0 && cfg.MaxInboxBytes <= 0 {
 		return nil
 	}
 	now := c.m.d.Now()
-	var away, stale []string
-	for i, e := range entries {
-		if peers[i] == nil {
-			away = append(away, e.Recipient)
-		}
-	}
+	var stale []string
 	if len(away) == 0 {
 		return nil
 	}
@@ -489,6 +488,19 @@ func (c *conn) checkInboxQuota(ctx context.Context, entries []store.InboxEntry, 
 		c.quota[r] = v
 	}
 	return nil
+}
+
+// checkGroupQuota is checkInboxQuota for the GROUP_CREATE and GROUP_INVITE
+// frame to rcpts (remote members aside). It runs inside the group's
+// transaction, so a refusal leaves the group as it was.
+func (c *conn) checkGroupQuota(ctx context.Context, rcpts []string, size int) *protoErr {
+	var away []string
+	for _, r := range rcpts {
+		if !strings.Contains(r, "@") && c.m.d.Router.Registry.Lookup(r) == nil {
+			away = append(away, r)
+		}
+	}
+	return c.checkInboxQuota(ctx, away, size)
 }
 
 // quotaView is a connection's view of an away recipient's inbox usage:

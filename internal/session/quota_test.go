@@ -1,12 +1,15 @@
 package session
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/commucat/commucat/ccp"
+	"github.com/commucat/commucat/internal/store"
 )
 
 // limits.max_inbox_entries / max_inbox_bytes: a durable frame for a
@@ -71,4 +74,44 @@ func TestInboxQuota(t *testing.T) {
 			a.close()
 		})
 	}
+}
+
+// GROUP_CREATE and GROUP_INVITE are durable frames too: when one would go
+// to an away member whose inbox is full, it is refused with Too Many
+// Requests before the group changes (no group, no membership).
+func TestGroupFramesInboxQuota(t *testing.T) {
+	n := newTestNode(t, func(c *Config) { c.MaxInboxEntries = 2 })
+	ctx := context.Background()
+	b := n.dial(clientOpts{device: "gq-b"})
+	b.close()
+	a := n.dial(clientOpts{device: "gq-a"})
+	a.mustOK(ccp.Join, 5, `{"members":["gq-b"]}`)
+	a.mustOK(ccp.Msg, 5, "one")
+	a.mustOK(ccp.Msg, 5, "two")
+
+	p := a.mustErr(ccp.GroupCreate, 6, `{"group_id":"g-full","members":["gq-b"]}`, ccp.TitleTooManyRequests)
+	if !strings.Contains(fmt.Sprint(p["detail"]), "gq-b") {
+		t.Fatalf("refusal %v", p)
+	}
+	if _, err := n.st.GetGroup(ctx, "g-full"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the refused GROUP_CREATE created the group (err %v)", err)
+	}
+	a.mustOK(ccp.GroupCreate, 7, `{"group_id":"g-open","members":[]}`)
+	a.mustErr(ccp.GroupInvite, 7, `{"group_id":"g-open","device":"gq-b"}`, ccp.TitleTooManyRequests)
+	if _, err := n.st.GetGroupMember(ctx, "g-open", "gq-b"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the refused GROUP_INVITE added the member (err %v)", err)
+	}
+	if got := n.inboxLen(t, "gq-b"); got != 2 {
+		t.Fatalf("inbox holds %d entries, want 2", got)
+	}
+
+	// Connected, b is not held to the bound: the invitation goes through.
+	b = n.dial(clientOpts{device: "gq-b"})
+	n.waitLive(t, "gq-b")
+	a.mustOK(ccp.GroupInvite, 7, `{"group_id":"g-open","device":"gq-b"}`)
+	if _, err := n.st.GetGroupMember(ctx, "g-open", "gq-b"); err != nil {
+		t.Fatalf("member after the accepted GROUP_INVITE: %v", err)
+	}
+	b.close()
+	a.close()
 }
