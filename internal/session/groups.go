@@ -182,7 +182,7 @@ func (c *conn) handleGroupCreate(f ccp.Frame, received time.Time) ([]byte, *prot
 		if rcpts, e = c.recipients(ctx, q, f.Channel); e != nil {
 			return e
 		}
-		return c.checkGroupQuota(ctx, rcpts, len(payload))
+		return c.checkGroupQuota(ctx, q, rcpts, len(payload))
 	})
 	if e != nil {
 		return nil, e
@@ -256,7 +256,7 @@ func (c *conn) handleGroupInvite(f ccp.Frame, received time.Time) ([]byte, *prot
 		if rcpts, e = c.recipients(ctx, q, f.Channel); e != nil {
 			return e
 		}
-		return c.checkGroupQuota(ctx, rcpts, len(payload))
+		return c.checkGroupQuota(ctx, q, rcpts, len(payload))
 	})
 	if e != nil {
 		return nil, e

@@ -417,7 +417,7 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 			away = append(away, en.Recipient)
 		}
 	}
-	if e := c.checkInboxQuota(ctx, away, len(payload)); e != nil {
+	if e := c.checkInboxQuota(ctx, c.m.d.Store, away, len(payload)); e != nil {
 		return nil, e
 	}
 	if len(entries) > 0 {
@@ -445,7 +445,9 @@ func (c *conn) handleDurable(f ccp.Frame, payload []byte, received time.Time) ([
 // one per frame (the usage changes only by others' frames and by the
 // recipient's ACKs meanwhile); entries still waiting for their commit are
 // not counted either.
-func (c *conn) checkInboxQuota(ctx context.Context, away []string, size int) *protoErr {
+//
+// q reads the usage: the store, or the transaction the check runs in.
+func (c *conn) checkInboxQuota(ctx context.Context, q store.Queries, away []string, size int) *protoErr {
 	cfg := &c.m.cfg
 	if cfg.MaxInboxEntries <= 0 && cfg.MaxInboxBytes <= 0 {
 		return nil
@@ -464,7 +466,7 @@ func (c *conn) checkInboxQuota(ctx context.Context, away []string, size int) *pr
 		}
 	}
 	if len(stale) > 0 {
-		usage, err := c.m.d.Store.InboxUsage(ctx, stale)
+		usage, err := q.InboxUsage(ctx, stale)
 		if err != nil {
 			c.log.Error("reading inbox usage", "err", err)
 			return errInternal
@@ -492,15 +494,15 @@ func (c *conn) checkInboxQuota(ctx context.Context, away []string, size int) *pr
 
 // checkGroupQuota is checkInboxQuota for the GROUP_CREATE and GROUP_INVITE
 // frame to rcpts (remote members aside). It runs inside the group's
-// transaction, so a refusal leaves the group as it was.
-func (c *conn) checkGroupQuota(ctx context.Context, rcpts []string, size int) *protoErr {
+// transaction q, so a refusal leaves the group as it was.
+func (c *conn) checkGroupQuota(ctx context.Context, q store.Queries, rcpts []string, size int) *protoErr {
 	var away []string
 	for _, r := range rcpts {
 		if !strings.Contains(r, "@") && c.m.d.Router.Registry.Lookup(r) == nil {
 			away = append(away, r)
 		}
 	}
-	return c.checkInboxQuota(ctx, away, size)
+	return c.checkInboxQuota(ctx, q, away, size)
 }
 
 // quotaView is a connection's view of an away recipient's inbox usage:

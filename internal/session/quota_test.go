@@ -88,6 +88,9 @@ func TestGroupFramesInboxQuota(t *testing.T) {
 	a.mustOK(ccp.Join, 5, `{"members":["gq-b"]}`)
 	a.mustOK(ccp.Msg, 5, "one")
 	a.mustOK(ccp.Msg, 5, "two")
+	// a's view of b's inbox expires: the check reads it anew, inside the
+	// group's transaction.
+	time.Sleep(quotaViewTTL)
 
 	p := a.mustErr(ccp.GroupCreate, 6, `{"group_id":"g-full","members":["gq-b"]}`, ccp.TitleTooManyRequests)
 	if !strings.Contains(fmt.Sprint(p["detail"]), "gq-b") {
