@@ -46,6 +46,7 @@ const (
 	NameRelayEarlyAcked        = "commucat_relay_early_acked"
 	NameRelayInboxFull         = "commucat_relay_inbox_full"
 	NameTLSHandshakes          = "commucat_tls_handshakes"
+	NameBusRefused             = "commucat_bus_refused"
 	NameHandshakeDuration      = "commucat_handshake_duration_seconds"
 	NameFrameHandlingDuration  = "commucat_frame_handling_duration_seconds"
 	NameRelayStoreDuration     = "commucat_relay_store_duration_seconds"
@@ -61,6 +62,7 @@ const (
 	LabelRoute   = "route"
 	LabelKind    = "kind"
 	LabelResult  = "result"
+	LabelReason  = "reason"
 )
 
 // RouteOther is the route label of requests that match no served route.
@@ -123,6 +125,13 @@ func FrameTypes() []string {
 // §2.2), or a handshake that failed or timed out.
 func TLSResults() []string { return []string{"full", "resumed", "failed"} }
 
+// BusRefusedReasons returns the values of the reason label of
+// commucat_bus_refused (the node bus on Redis; the same list as
+// internal/store/redis.RefusedReasons).
+func BusRefusedReasons() []string {
+	return []string{"unauthenticated", "malformed", "misaddressed", "clock", "replayed"}
+}
+
 // MediaKinds returns the values of the kind label.
 func MediaKinds() []string { return []string{"audio", "video"} }
 
@@ -157,6 +166,8 @@ type Metrics struct {
 	RelayInboxFull        prometheus.Counter
 	// TLSHandshakes has the label result (TLSResults).
 	TLSHandshakes *prometheus.CounterVec
+	// BusRefused has the label reason (BusRefusedReasons).
+	BusRefused *prometheus.CounterVec
 
 	// HandshakeDuration has the label pattern (XK, IK).
 	HandshakeDuration *prometheus.HistogramVec
@@ -228,6 +239,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			"Durable frames refused because a recipient's inbox was full (limits.max_inbox_entries, limits.max_inbox_bytes)."),
 		TLSHandshakes: counterVec(NameTLSHandshakes,
 			"TLS handshakes on the listener: full, resumed (a session ticket) or failed.", LabelResult, TLSResults()),
+		BusRefused: counterVec(NameBusRefused,
+			"Node bus messages this node refused, by reason (bad mac, malformed, for another node, clock off, replayed).", LabelReason, BusRefusedReasons()),
 
 		HandshakeDuration: histogramVec(NameHandshakeDuration,
 			"Time from stream start to the handshake ACK.", LabelPattern, HandshakePatterns()),
@@ -248,7 +261,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.MultipathPaths, m.CensorshipDeflections, m.CallsActive, m.CallsTotal,
 		m.CallVoiceFrames, m.CallVideoFrames, m.RateLimitHTTP, m.RateLimitConnect,
 		m.SecretRotationsNoise, m.SecretRotationsAdmin, m.RateLimitFrames, m.RelayExpired,
-		m.RelayEarlyAcked, m.RelayInboxFull, m.TLSHandshakes,
+		m.RelayEarlyAcked, m.RelayInboxFull, m.TLSHandshakes, m.BusRefused,
 		m.HandshakeDuration, m.FrameHandlingDuration, m.RelayStoreDuration,
 		m.DeliveryLatency, m.HTTPRequestDuration, m.MediaTranscodeDuration,
 	)

@@ -38,6 +38,7 @@ var spec13 = []struct{ name, typ, help, label string }{
 	{"commucat_relay_early_acked", "counter", "Inbox entries not written: the online recipient acknowledged the frame, delivered before the commit, first.", ""},
 	{"commucat_relay_inbox_full", "counter", "Durable frames refused because a recipient's inbox was full (limits.max_inbox_entries, limits.max_inbox_bytes).", ""},
 	{"commucat_tls_handshakes", "counter", "TLS handshakes on the listener: full, resumed (a session ticket) or failed.", "result"},
+	{"commucat_bus_refused", "counter", "Node bus messages this node refused, by reason (bad mac, malformed, for another node, clock off, replayed).", "reason"},
 	{"commucat_handshake_duration_seconds", "histogram", "Time from stream start to the handshake ACK.", "pattern"},
 	{"commucat_frame_handling_duration_seconds", "histogram", "Time from receiving a frame to sending its reply or finishing it.", "type"},
 	{"commucat_relay_store_duration_seconds", "histogram", "Time to store a durable frame for all its recipients.", ""},
@@ -57,6 +58,7 @@ var specLabelValues = map[string][]string{
 		"/api/friends", "/api/security-stats", "/api/p2p/assist", "other"},
 	"kind":   {"audio", "video"},
 	"result": {"full", "resumed", "failed"},
+	"reason": {"unauthenticated", "malformed", "misaddressed", "clock", "replayed"},
 }
 
 var specBuckets = []string{"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",

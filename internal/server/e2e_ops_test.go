@@ -159,7 +159,7 @@ func TestItem9And10Metrics(t *testing.T) {
 			metrics.NameMultipathPaths, metrics.NameCensorshipDeflections, metrics.NameCallsActive, metrics.NameCallsTotal,
 			metrics.NameCallVoiceFrames, metrics.NameCallVideoFrames, metrics.NameRateLimitHTTP, metrics.NameRateLimitConnect,
 			metrics.NameSecretRotationsNoise, metrics.NameSecretRotationsAdmin, metrics.NameRateLimitFrames, metrics.NameRelayExpired,
-			metrics.NameRelayEarlyAcked, metrics.NameRelayInboxFull,
+			metrics.NameRelayEarlyAcked, metrics.NameRelayInboxFull, metrics.NameTLSHandshakes, metrics.NameBusRefused,
 		} {
 			if !strings.Contains(text, "# HELP "+name+" ") || !strings.Contains(text, "# TYPE "+name+" ") {
 				t.Errorf("%s lacks HELP or TYPE", name)

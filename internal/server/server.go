@@ -194,7 +194,8 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		cl, err := redisstore.Open(redisstore.Options{
 			URL: c.Storage.RedisURL, NodeID: c.Server.NodeID, RouteTTL: 3 * c.Server.ConnectionKeepalive,
 			Prefix: opts.RedisPrefix, Logger: s.log, Now: s.now,
-			BusKey: identity.ClusterBusKey(c.Crypto.FederationSeed),
+			BusKey:    identity.ClusterBusKey(c.Crypto.FederationSeed),
+			OnRefused: func(reason string) { s.metrics.BusRefused.WithLabelValues(reason).Inc() },
 		})
 		if err == nil {
 			err = retryStartup(ctx, s.log, "redis", opts.StartupWait, cl.Ping)

@@ -44,8 +44,11 @@ type Options struct {
 	// the same key (the server derives it from crypto.federation_seed,
 	// identity.ClusterBusKey).
 	BusKey *[32]byte
-	Logger *slog.Logger
-	Now    func() time.Time
+	// OnRefused, if set, is called (from Run) for each bus message this
+	// node refuses, with the reason (RefusedReasons).
+	OnRefused func(reason string)
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Cluster implements router.Cluster and router.Presence on Redis.
@@ -57,7 +60,14 @@ type Cluster struct {
 	src   string        // this process's bus_src
 	seq   atomic.Uint64 // the last bus_seq published
 	guard *replayGuard
+
+	// Refused bus messages are logged at most once per refusedLogEvery
+	// (Run's goroutine only).
+	refusedLogged time.Time
+	refusedQuiet  int // refused since the last log line
 }
+
+const refusedLogEvery = 10 * time.Second
 
 var _ router.Cluster = (*Cluster)(nil)
 var _ router.Presence = (*Cluster)(nil)
@@ -389,7 +399,7 @@ func openMessage(key *[32]byte, b []byte) (canonjson.Value, []byte, error) {
 func (c *Cluster) open(b []byte) ([]byte, error) {
 	v, opened, err := openMessage(c.opts.BusKey, b)
 	if err != nil {
-		return nil, err
+		return nil, refused(RefusedUnauthenticated, err)
 	}
 	meta, err := readMeta(v)
 	if err != nil {
@@ -399,6 +409,27 @@ func (c *Cluster) open(b []byte) ([]byte, error) {
 		return nil, err
 	}
 	return opened, nil
+}
+
+// refuse counts a refused bus message (Options.OnRefused) and logs it,
+// at most once per refusedLogEvery with the number left unlogged since, so
+// that a flood of replays or a node with a wrong clock cannot flood the log.
+func (c *Cluster) refuse(err error) {
+	reason := RefusedMalformed
+	var r *refusal
+	if errors.As(err, &r) {
+		reason = r.reason
+	}
+	if c.opts.OnRefused != nil {
+		c.opts.OnRefused(reason)
+	}
+	now := c.opts.Now()
+	if !c.refusedLogged.IsZero() && now.Sub(c.refusedLogged) < refusedLogEvery && now.After(c.refusedLogged) {
+		c.refusedQuiet++
+		return
+	}
+	c.opts.Logger.Warn("bus message refused", "reason", reason, "err", err, "not_logged_since_last", c.refusedQuiet)
+	c.refusedLogged, c.refusedQuiet = now, 0
 }
 
 // heartbeat writes node:<id> with the current time.
@@ -456,13 +487,13 @@ func (c *Cluster) Run(ctx context.Context, handle func(router.BusMessage), resub
 			b := []byte(v.Payload)
 			if c.opts.BusKey != nil {
 				if b, err = c.open(b); err != nil {
-					c.opts.Logger.Warn("bus message refused", "err", err)
+					c.refuse(err)
 					continue
 				}
 			}
 			m, err := DecodeMessage(b)
 			if err != nil {
-				c.opts.Logger.Warn("bad bus message", "err", err)
+				c.refuse(refused(RefusedMalformed, err))
 				continue
 			}
 			handle(m)

@@ -19,14 +19,18 @@ func newPair(t *testing.T) (*Cluster, *Cluster) {
 }
 
 // newPairWith is newPair with both nodes on the bus key key (nil: none).
-func newPairWith(t *testing.T, key *[32]byte) (*Cluster, *Cluster) {
+func newPairWith(t *testing.T, key *[32]byte, mods ...func(*Options)) (*Cluster, *Cluster) {
 	t.Helper()
 	url := testenv.RedisURL(t)
 	var b [8]byte
 	rand.Read(b[:])
 	prefix := "commucat-test-" + hex.EncodeToString(b[:]) + ":"
 	open := func(node string) *Cluster {
-		c, err := Open(Options{URL: url, NodeID: node, RouteTTL: 5 * time.Second, Prefix: prefix, BusKey: key})
+		o := Options{URL: url, NodeID: node, RouteTTL: 5 * time.Second, Prefix: prefix, BusKey: key}
+		for _, m := range mods {
+			m(&o)
+		}
+		c, err := Open(o)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -39,6 +39,31 @@ const (
 	maxBusSources   = 1024
 )
 
+// Why a node refused a bus message: the reason label of
+// commucat_bus_refused (Options.OnRefused).
+const (
+	RefusedUnauthenticated = "unauthenticated" // no valid mac (or not a JSON object, or too large)
+	RefusedMalformed       = "malformed"       // replay members missing or malformed, or not a bus message
+	RefusedMisaddressed    = "misaddressed"    // bus_to names another node
+	RefusedClock           = "clock"           // bus_ts more than busMaxAge away from this node's clock
+	RefusedReplayed        = "replayed"        // (bus_src, bus_seq) taken before, or too far behind
+)
+
+// RefusedReasons lists the reasons, for metrics.
+func RefusedReasons() []string {
+	return []string{RefusedUnauthenticated, RefusedMalformed, RefusedMisaddressed, RefusedClock, RefusedReplayed}
+}
+
+// refusal is an error with its reason.
+type refusal struct {
+	reason string
+	err    error
+}
+
+func (r *refusal) Error() string { return r.err.Error() }
+
+func refused(reason string, err error) error { return &refusal{reason, err} }
+
 // busMeta is the replay protection of one message.
 type busMeta struct {
 	src string
@@ -64,18 +89,18 @@ func readMeta(v canonjson.Value) (busMeta, error) {
 	to, ok3 := v.Get(memberTo)
 	ts, ok4 := v.Get(memberTS)
 	if !ok1 || !ok2 || !ok3 || !ok4 {
-		return m, errors.New("bus message without replay protection (bus_src, bus_seq, bus_to, bus_ts)")
+		return m, refused(RefusedMalformed, errors.New("bus message without replay protection (bus_src, bus_seq, bus_to, bus_ts)"))
 	}
 	if src.Kind != canonjson.String || src.Str == "" || len(src.Str) > 64 || to.Kind != canonjson.String ||
 		seq.Kind != canonjson.Number || ts.Kind != canonjson.Number {
-		return m, errors.New("bus message with malformed replay members")
+		return m, refused(RefusedMalformed, errors.New("bus message with malformed replay members"))
 	}
 	var err error
 	if m.seq, err = strconv.ParseUint(seq.Num, 10, 64); err != nil || m.seq == 0 {
-		return m, errors.New("bus message with malformed bus_seq")
+		return m, refused(RefusedMalformed, errors.New("bus message with malformed bus_seq"))
 	}
 	if m.ts, err = strconv.ParseInt(ts.Num, 10, 64); err != nil {
-		return m, errors.New("bus message with malformed bus_ts")
+		return m, refused(RefusedMalformed, errors.New("bus message with malformed bus_ts"))
 	}
 	m.src, m.to = src.Str, to.Str
 	return m, nil
@@ -100,11 +125,11 @@ func newReplayGuard() *replayGuard { return &replayGuard{srcs: make(map[string]*
 // when it is taken.
 func (g *replayGuard) accept(m busMeta, self string, now time.Time) error {
 	if m.to != self {
-		return fmt.Errorf("bus message for node %q", m.to)
+		return refused(RefusedMisaddressed, fmt.Errorf("bus message for node %q", m.to))
 	}
 	if d := now.Sub(time.UnixMilli(m.ts)); d > busMaxAge || d < -busMaxAge {
-		return fmt.Errorf("bus message time %s is %v away from this node's clock (more than %v)",
-			time.UnixMilli(m.ts).UTC().Format(time.RFC3339), d.Round(time.Second), busMaxAge)
+		return refused(RefusedClock, fmt.Errorf("bus message time %s is %v away from this node's clock (more than %v)",
+			time.UnixMilli(m.ts).UTC().Format(time.RFC3339), d.Round(time.Second), busMaxAge))
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -119,13 +144,13 @@ func (g *replayGuard) accept(m busMeta, self string, now time.Time) error {
 	w := g.srcs[m.src]
 	if w == nil {
 		if len(g.srcs) >= maxBusSources {
-			return errors.New("too many bus sources")
+			return refused(RefusedReplayed, errors.New("too many bus sources"))
 		}
 		w = &replayWindow{}
 		g.srcs[m.src] = w
 	}
 	if !w.take(m.seq) {
-		return fmt.Errorf("bus message %s/%d replayed or too old", m.src, m.seq)
+		return refused(RefusedReplayed, fmt.Errorf("bus message %s/%d replayed or too old", m.src, m.seq))
 	}
 	w.last = now
 	return nil

@@ -2,12 +2,17 @@ package redis
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/commucat/commucat/internal/canonjson"
 	"github.com/commucat/commucat/internal/router"
+	"github.com/commucat/commucat/internal/testenv"
 )
 
 func TestReplayWindow(t *testing.T) {
@@ -43,16 +48,22 @@ func TestReplayGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, c := range map[string]struct {
-		m   busMeta
-		err string
+		m      busMeta
+		err    string
+		reason string
 	}{
-		"replay":          {msg("a", 1, "node-b", now), "replayed"},
-		"other node":      {msg("a", 2, "node-c", now), "for node"},
-		"too old":         {msg("a", 3, "node-b", now.Add(-busMaxAge-time.Second)), "away from this node's clock"},
-		"from the future": {msg("a", 4, "node-b", now.Add(busMaxAge+time.Second)), "away from this node's clock"},
+		"replay":          {msg("a", 1, "node-b", now), "replayed", RefusedReplayed},
+		"other node":      {msg("a", 2, "node-c", now), "for node", RefusedMisaddressed},
+		"too old":         {msg("a", 3, "node-b", now.Add(-busMaxAge-time.Second)), "away from this node's clock", RefusedClock},
+		"from the future": {msg("a", 4, "node-b", now.Add(busMaxAge+time.Second)), "away from this node's clock", RefusedClock},
 	} {
-		if err := g.accept(c.m, "node-b", now); err == nil || !strings.Contains(err.Error(), c.err) {
+		err := g.accept(c.m, "node-b", now)
+		if err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("%s: %v, want an error containing %q", name, err, c.err)
+		}
+		var r *refusal
+		if !errors.As(err, &r) || r.reason != c.reason {
+			t.Errorf("%s: reason of %v, want %s", name, err, c.reason)
 		}
 	}
 	// Clocks a little apart, another source, the same numbers: taken.
@@ -124,7 +135,21 @@ func TestReadMeta(t *testing.T) {
 // right key but without the replay members is refused too.
 func TestBusReplay(t *testing.T) {
 	key := &[32]byte{4, 5, 6}
-	a, b := newPairWith(t, key)
+	var mu sync.Mutex
+	refusedBy := map[string]map[string]int{} // node → reason → count
+	var logs testenv.Buffer
+	a, b := newPairWith(t, key, func(o *Options) {
+		node := o.NodeID
+		o.OnRefused = func(reason string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if refusedBy[node] == nil {
+				refusedBy[node] = map[string]int{}
+			}
+			refusedBy[node][reason]++
+		}
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
 	ctx := context.Background()
 
 	// A third subscriber captures what is published for node-b.
@@ -203,5 +228,20 @@ func TestBusReplay(t *testing.T) {
 	stopB()
 	if len(gotA)+len(gotB) != 0 {
 		t.Fatalf("%d more messages taken", len(gotA)+len(gotB))
+	}
+	// Each refusal is counted with its reason; the log holds one line per
+	// node (the second refusal on node-b, within refusedLogEvery, is only
+	// counted in the next line).
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]map[string]int{
+		"node-b": {RefusedReplayed: 1, RefusedMalformed: 1},
+		"node-a": {RefusedMisaddressed: 1},
+	}
+	if !reflect.DeepEqual(refusedBy, want) {
+		t.Errorf("refused %v, want %v", refusedBy, want)
+	}
+	if n := strings.Count(logs.String(), "bus message refused"); n != 2 {
+		t.Errorf("%d log lines about refused messages, want 2 (one per node):\n%s", n, logs.String())
 	}
 }
