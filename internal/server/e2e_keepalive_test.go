@@ -380,7 +380,7 @@ func TestItem13SilentPeerDisconnected(t *testing.T) {
 	}
 }
 
-// TestHTTP2Settings reads the server's SETTINGS (§3.7): at most
+// TestHTTP2Settings reads the server's SETTINGS (§3.8): at most
 // server.max_concurrent_streams streams and a 16 384-byte max frame size.
 // The response HEADERS block starts with an HPACK dynamic table size
 // update to 1 byte: the server indexes no response header (a /connect
