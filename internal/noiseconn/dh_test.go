@@ -234,30 +234,37 @@ func benchHandshake(b *testing.B, pattern string, dh noise.DHFunc) {
 	info := AuthInfo{Session: strings.Repeat("ab", 32), UserID: strings.Repeat("cd", 32)}
 	b.ReportAllocs()
 	for b.Loop() {
-		ch, hello, err := NewClientHandshake(ccfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sh, herr := srv.ReadHello(ccp.Frame{Type: ccp.Hello, Payload: hello}, keys)
-		if herr != nil {
-			b.Fatal(herr)
-		}
-		auth, err := sh.WriteAuth(info)
-		if err != nil {
-			b.Fatal(err)
-		}
-		reply, err := ch.ReadAuth(auth)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sess, herr := sh.ReadClientAuth(ccp.Frame{Type: ccp.Auth, Sequence: 2, Payload: reply})
-		if herr != nil {
-			b.Fatal(herr)
-		}
-		if sess.SendKey != ch.Result().RecvKey {
-			b.Fatal("keys disagree")
-		}
+		handshakeOnce(b, ccfg, srv, keys, info)
 	}
+}
+
+// handshakeOnce runs one complete handshake, client and server, and
+// returns both ends' sessions after checking that their keys agree.
+func handshakeOnce(tb testing.TB, ccfg ClientConfig, srv ServerConfig, keys []ServerKey, info AuthInfo) (client, server *Session) {
+	ch, hello, err := NewClientHandshake(ccfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sh, herr := srv.ReadHello(ccp.Frame{Type: ccp.Hello, Payload: hello}, keys)
+	if herr != nil {
+		tb.Fatal(herr)
+	}
+	auth, err := sh.WriteAuth(info)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	reply, err := ch.ReadAuth(auth)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sess, herr := sh.ReadClientAuth(ccp.Frame{Type: ccp.Auth, Sequence: 2, Payload: reply})
+	if herr != nil {
+		tb.Fatal(herr)
+	}
+	if sess.SendKey != ch.Result().RecvKey {
+		tb.Fatal("keys disagree")
+	}
+	return ch.Result(), sess
 }
 
 // BenchmarkXKHandshake compares a full XK handshake (both sides) with

@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/commucat/commucat/ccp"
 	"github.com/commucat/commucat/internal/identity"
 )
 
@@ -176,31 +175,9 @@ func newFloorNoise(b *testing.B, pq bool) *floorNoise {
 
 // run is one complete XK handshake, client and server.
 func (f *floorNoise) run(b *testing.B) {
-	ch, hello, err := NewClientHandshake(f.cli)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sh, herr := f.srv.ReadHello(ccp.Frame{Type: ccp.Hello, Payload: hello}, f.keys)
-	if herr != nil {
-		b.Fatal(herr)
-	}
-	auth, err := sh.WriteAuth(f.info)
-	if err != nil {
-		b.Fatal(err)
-	}
-	reply, err := ch.ReadAuth(auth)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sess, herr := sh.ReadClientAuth(ccp.Frame{Type: ccp.Auth, Sequence: 2, Payload: reply})
-	if herr != nil {
-		b.Fatal(herr)
-	}
-	if sess.Version != 2 || sess.SendKey != ch.Result().RecvKey {
-		b.Fatalf("version %d or keys disagree", sess.Version)
-	}
-	if f.cli.PQ != sess.PQ {
-		b.Fatalf("PQ %v, want %v", sess.PQ, f.cli.PQ)
+	_, sess := handshakeOnce(b, f.cli, f.srv, f.keys, f.info)
+	if sess.Version != 2 || sess.PQ != f.cli.PQ {
+		b.Fatalf("version %d, PQ %v; want 2, %v", sess.Version, sess.PQ, f.cli.PQ)
 	}
 }
 
