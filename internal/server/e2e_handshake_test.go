@@ -88,24 +88,45 @@ func marshal(t *testing.T, v any) []byte {
 	return b
 }
 
-// counterValue returns the value of a counter in s's registry.
+// counterValue returns the value of a counter in s's registry (the sum of
+// its series).
 func counterValue(t *testing.T, s *servertest.Server, name string) float64 {
+	t.Helper()
+	return counterSeries(t, s, name, "", "")
+}
+
+// counterSeries sums the series of counter name whose label has value
+// (every series when label is ""); it fails the test when none matches.
+func counterSeries(t *testing.T, s *servertest.Server, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := s.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var v float64
+	found := false
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			var v float64
-			for _, m := range mf.GetMetric() {
-				v += m.GetCounter().GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				match = match || (lp.GetName() == label && lp.GetValue() == value)
 			}
-			return v
+			if match {
+				v += m.GetCounter().GetValue()
+				found = true
+			}
 		}
 	}
-	t.Fatalf("metric %s not found", name)
-	return 0
+	if !found && label == "" {
+		t.Fatalf("metric %s not found", name)
+	}
+	if !found {
+		t.Fatalf("metric %s{%s=%q} not found", name, label, value)
+	}
+	return v
 }
 
 // Item 25: The original terminal client's handshake (XK,
@@ -845,29 +866,6 @@ func TestItem47HelloAfterHandshake(t *testing.T) {
 	}
 }
 
-// labeledCounter is the value of the counter name{label="value"}.
-func labeledCounter(t *testing.T, s *servertest.Server, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := s.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("metric %s{%s=%q} not found", name, label, value)
-	return 0
-}
-
 // TestTLSResumption: the server resumes TLS sessions (session tickets,
 // RFC 8446 §2.2), and commucat_tls_handshakes counts full, resumed and
 // failed TLS handshakes. The second dial of a client that keeps a TLS
@@ -887,18 +885,18 @@ func TestTLSResumption(t *testing.T) {
 	// The first dial makes a full TLS handshake (its server-info request;
 	// the /connect connection may already resume that session).
 	dial(t, s, id, handle, withCache).Close()
-	full, resumed := labeledCounter(t, s, name, "result", "full"), labeledCounter(t, s, name, "result", "resumed")
+	full, resumed := counterSeries(t, s, name, "result", "full"), counterSeries(t, s, name, "result", "resumed")
 	if full != 1 {
 		t.Fatalf("after the first dial: full %v (want 1), resumed %v", full, resumed)
 	}
 	// The second dial resumes every connection it opens, and its handshake
 	// (Noise and the ACK) completes on a resumed connection.
 	dial(t, s, id, handle, withCache).Close()
-	if f, r := labeledCounter(t, s, name, "result", "full"), labeledCounter(t, s, name, "result", "resumed"); f != full || r <= resumed {
+	if f, r := counterSeries(t, s, name, "result", "full"), counterSeries(t, s, name, "result", "resumed"); f != full || r <= resumed {
 		t.Fatalf("second dial: full %v → %v, resumed %v → %v; want only resumed handshakes", full, f, resumed, r)
 	}
 
-	if got := labeledCounter(t, s, name, "result", "failed"); got != 0 {
+	if got := counterSeries(t, s, name, "result", "failed"); got != 0 {
 		t.Fatalf("failed = %v before any failure", got)
 	}
 	raw, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "https://"))
@@ -909,7 +907,7 @@ func TestTLSResumption(t *testing.T) {
 	_, _ = io.Copy(io.Discard, raw) // the server closes the connection
 	raw.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for labeledCounter(t, s, name, "result", "failed") < 1 {
+	for counterSeries(t, s, name, "result", "failed") < 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("a plaintext request on the TLS port was not counted as a failed TLS handshake")
 		}
